@@ -1,0 +1,51 @@
+// ProxyServer runs a Scenario: it binds the listeners, runs one event loop per worker thread, and carries
+// every exchange through router → stages → upstream → stages → client.
+//
+// Lifecycle: construct (validates, builds stages; throws ConfigError) → start() (binds; throws
+// std::system_error naming the address on failure) → ports() → stop() / wait(). All methods are safe to
+// call from any thread; stop() is idempotent and may be called from a signal-waiting thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rproxy/scenario.hpp"
+
+namespace rproxy {
+
+// ServerStats are monotonically increasing counters, readable while the server runs.
+struct ServerStats {
+  std::uint64_t connections_accepted = 0;
+  std::uint64_t connections_refused = 0;  // over max_conns
+  std::uint64_t connections_active = 0;
+  std::uint64_t requests = 0;
+  std::uint64_t upstream_errors = 0;
+};
+
+class ProxyServer {
+ public:
+  explicit ProxyServer(Scenario scenario);
+  ~ProxyServer();
+  ProxyServer(const ProxyServer&) = delete;
+  ProxyServer& operator=(const ProxyServer&) = delete;
+
+  void start();
+  // ports returns the bound port of each listener, in scenario order (useful with port 0).
+  std::vector<std::uint16_t> ports() const;
+  // stop stops accepting, lets in-flight exchanges finish (they get "Connection: close"), closes idle
+  // connections, and forces everything closed after limits.drain_timeout.
+  void stop();
+  // wait blocks until the server has fully stopped.
+  void wait();
+  ServerStats stats() const;
+  const Scenario& scenario() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rproxy

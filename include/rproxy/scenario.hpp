@@ -1,0 +1,180 @@
+// Scenario: the whole description of one rproxy run. Subcommands build one from flags; `rproxy run FILE`
+// loads one from JSON. Same scenario + same seed = same behaviour.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace rproxy {
+
+class StageRegistry;  // stage.hpp; validation looks stage types up in one
+
+using Millis = std::chrono::milliseconds;
+
+// Url is a parsed http(s) upstream URL. Only scheme, host and port are meaningful for an upstream; a path
+// is rejected by validation so nobody believes it is prepended.
+struct Url {
+  std::string scheme = "http";
+  std::string host;  // without brackets for IPv6
+  std::uint16_t port = 80;
+  std::string text;  // as written, for logs and messages
+
+  // authority renders host:port, bracketing IPv6 literals.
+  std::string authority() const;
+  bool operator==(const Url&) const = default;
+};
+
+// parse_url parses "http://host[:port]" / "https://..."; returns an error message or nullopt on success.
+std::optional<std::string> parse_url(const std::string& text, Url& out);
+
+// ListenAddress is host + port for a listener; "[::1]:8080", "127.0.0.1:8080", ":8080" (= 127.0.0.1).
+struct ListenAddress {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 8080;
+  std::string to_string() const;
+  bool operator==(const ListenAddress&) const = default;
+};
+std::optional<std::string> parse_listen_address(const std::string& text, ListenAddress& out);
+
+// Duration strings: "250ms", "2s", "1m", "0". Returns an error message or nullopt.
+std::optional<std::string> parse_duration(const std::string& text, Millis& out);
+std::string format_duration(Millis d);
+
+// Byte sizes: "1048576", "64KiB", "10MiB", "1GiB", "0" (= unlimited where documented).
+std::optional<std::string> parse_size(const std::string& text, std::uint64_t& out);
+
+struct UpstreamSpec {
+  Url url;
+  unsigned weight = 1;
+  bool operator==(const UpstreamSpec&) const = default;
+};
+
+enum class Balance { RoundRobin, LeastConn, Random, Weighted };
+std::string to_string(Balance b);  // "round_robin", "least_conn", "random", "weighted"
+// parse_balance is the inverse of to_string(Balance); nullopt for anything else (case-sensitive, as in JSON).
+std::optional<Balance> parse_balance(std::string_view text);
+
+enum class HostHeader { Preserve, Upstream };
+std::string to_string(HostHeader h);  // "preserve", "upstream"
+std::optional<HostHeader> parse_host_header(std::string_view text);
+
+struct RouteMatch {
+  std::optional<std::string> host;         // exact, case-insensitive, port ignored; "*.example.com" wildcard
+  std::optional<std::string> path_prefix;  // segment-aware: "/api" matches /api, /api/x, not /apix
+  std::optional<std::string> path;        // exact path (query ignored)
+  std::vector<std::string> methods;        // empty = any
+  std::map<std::string, std::string> headers;  // name → exact value ("*" = present)
+  bool operator==(const RouteMatch&) const = default;
+};
+
+// StageSpec is the envelope of one stage: the pipeline owns type/name; params belong to the stage.
+struct StageSpec {
+  std::string type;
+  std::string name;
+  nlohmann::json params = nlohmann::json::object();
+  bool operator==(const StageSpec&) const = default;
+};
+
+struct Route {
+  std::string name;
+  RouteMatch match;
+  bool strip_prefix = false;             // remove match.path_prefix before forwarding
+  std::optional<std::string> rewrite;    // replace the path (query kept)
+  std::vector<UpstreamSpec> upstreams;
+  Balance balance = Balance::RoundRobin;
+  HostHeader host_header = HostHeader::Preserve;
+  Millis connect_timeout{5000};
+  Millis read_timeout{60000};
+  std::vector<StageSpec> stages;  // run after the scenario-wide stages
+  bool operator==(const Route&) const = default;
+};
+
+struct Limits {
+  std::uint32_t max_conns = 1024;
+  std::uint64_t max_body = 0;  // 0 = unlimited
+  Millis head_timeout{10000};
+  Millis body_timeout{30000};
+  Millis idle_timeout{75000};
+  Millis write_timeout{30000};
+  Millis drain_timeout{30000};
+  bool operator==(const Limits&) const = default;
+};
+
+struct AccessLog {
+  std::string path;  // "" = off, "-" = stderr
+  std::string format = "text";
+  bool operator==(const AccessLog&) const = default;
+};
+
+struct Scenario {
+  int version = 1;
+  std::uint64_t seed = 1;
+  std::vector<ListenAddress> listeners{ListenAddress{}};
+  unsigned workers = 0;  // 0 = one event loop per core
+  Limits limits;
+  AccessLog access_log;
+  std::vector<StageSpec> stages;
+  std::vector<Route> routes;
+  bool operator==(const Scenario&) const = default;
+};
+
+// ConfigError collects every problem found, each prefixed by its JSON path or flag.
+class ConfigError : public std::runtime_error {
+ public:
+  explicit ConfigError(std::vector<std::string> problems);
+  const std::vector<std::string>& problems() const { return problems_; }
+
+ private:
+  std::vector<std::string> problems_;
+};
+
+// scenario_from_json parses and validates; throws ConfigError listing every problem. Defaults are filled
+// in, including route and stage names (see fill_default_names). The overload taking a registry checks stage
+// types and params against it instead of builtin_stage_registry().
+Scenario scenario_from_json(const nlohmann::json& doc);
+Scenario scenario_from_json(const nlohmann::json& doc, const StageRegistry& registry);
+// load_scenario reads a file (ConfigError on I/O or JSON syntax errors, naming the file and position;
+// duplicate keys in one object are reported too, because the JSON library silently keeps the last one).
+Scenario load_scenario(const std::string& path);
+// scenario_to_json renders a scenario with every default filled in; from_json(to_json(s)) == s.
+nlohmann::json scenario_to_json(const Scenario& s);
+// validate_scenario checks every rule that can be checked on the struct itself: ranges, string formats
+// (hosts, paths, methods, names), cross-field rules (routes have upstreams, strip_prefix needs a
+// path_prefix, ...) and stage types and params. Returns "path: message" problems, empty when valid.
+// Subcommands that build a Scenario from flags call it (after fill_default_names) before running.
+std::vector<std::string> validate_scenario(const Scenario& s);
+std::vector<std::string> validate_scenario(const Scenario& s, const StageRegistry& registry);
+
+// fill_default_names names every unnamed route and stage, deterministically:
+//   route: derived from match.path_prefix, else match.path ("/api/v1" -> "api_v1", "/" -> "root"), else
+//          "default";
+//   stage: its type.
+// A name already taken (explicitly or earlier) gets "_2", "_3", ... appended. Route names are unique across
+// the scenario; stage names are unique within the pipeline an exchange runs through (scenario-wide stages
+// plus one route's stages), so logs and per-stage state never confuse two stages.
+void fill_default_names(Scenario& s);
+
+// json_path_key / json_path_index build the paths problems are prefixed with: "routes[0].match.host",
+// "stages[1].params.request.set.X-A". Keys that are not plain identifiers are quoted: `headers["a b"]`.
+// Stage factories use them for their params so every message looks the same.
+std::string json_path_key(std::string_view base, std::string_view key);
+std::string json_path_index(std::string_view base, std::size_t index);
+// json_describe renders a value for "expected X, got Y" messages: scalars as JSON text (long strings cut),
+// containers as "an object" / "an array" so one message never spills a whole subtree.
+std::string json_describe(const nlohmann::json& value);
+
+// scenario_json_keys lists the keys scenario_from_json accepts in one kind of object of the format:
+// "scenario" (top level), "limits", "access_log", "stage", "route", "match", "upstream" (object form).
+// It is the parser's own table; the schema test compares it with scenarios/scenario.schema.json so the two
+// cannot drift. Throws std::out_of_range for other names.
+const std::vector<std::string>& scenario_json_keys(std::string_view object);
+
+}  // namespace rproxy

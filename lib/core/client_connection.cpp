@@ -1,0 +1,1071 @@
+#include "core/client_connection.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <asio/connect.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/ip/address.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/read.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+#include <array>
+#include <cstdio>
+
+#include "core/proxy_headers.hpp"
+#include "rproxy/http_parser.hpp"
+
+namespace rproxy {
+
+namespace {
+
+using asio::awaitable;
+using asio::ip::tcp;
+constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+constexpr std::size_t kReadChunk = 64 * 1024;
+
+// Failure causes, reported in X-Rproxy-Error and the log; stable strings tests and users can grep.
+namespace cause {
+constexpr const char* kNoRoute = "no_route";
+constexpr const char* kConnectRefused = "upstream_connect_refused";
+constexpr const char* kConnectTimeout = "upstream_connect_timeout";
+constexpr const char* kConnectFailed = "upstream_connect_failed";
+constexpr const char* kResponseTimeout = "upstream_response_timeout";
+constexpr const char* kBadResponse = "upstream_bad_response";
+constexpr const char* kUpstreamClosed = "upstream_closed";
+constexpr const char* kStageFailed = "stage_failed";
+constexpr const char* kBodyTooLarge = "request_body_too_large";
+constexpr const char* kBadRequest = "bad_request";
+constexpr const char* kTimeout = "request_timeout";
+constexpr const char* kExpectation = "expectation_failed";
+}  // namespace cause
+
+LocalResponse error_response(int status, const std::string& code, const std::string& message) {
+  LocalResponse r;
+  r.status = status;
+  r.headers.add("Content-Type", "text/plain; charset=utf-8");
+  r.headers.add("X-Rproxy-Error", code);
+  r.body = std::to_string(status) + " " + std::string(reason_phrase(status)) + ": " + message + "\n";
+  return r;
+}
+
+std::string hex(std::uint64_t n) {
+  char b[20];
+  int len = std::snprintf(b, sizeof b, "%llx", static_cast<unsigned long long>(n));
+  return std::string(b, static_cast<std::size_t>(len));
+}
+
+void set_nodelay(tcp::socket& s) {
+  std::error_code ec;
+  s.set_option(tcp::no_delay(true), ec);
+}
+
+// The body framing rproxy writes: the reader side is BodyFraming, the writer side is this.
+enum class OutFraming { None, Length, Chunked, UntilClose };
+
+// BodyReader pulls a body off a socket piece by piece, whatever its framing, leaving bytes that belong
+// to the next message in the connection's buffer.
+struct BodyReader {
+  BodyFraming framing;
+  std::uint64_t remaining = 0;
+  ChunkedDecoder chunked;
+  bool done = false;
+  std::string error;  // framing error text
+
+  explicit BodyReader(BodyFraming f) : framing(f), remaining(f.length) {
+    done = f.kind == BodyFraming::Kind::None || (f.kind == BodyFraming::Kind::Length && f.length == 0);
+  }
+};
+
+enum class ReadStatus { Data, Done, Eof, Timeout, Error, BadFraming };
+
+}  // namespace
+
+struct ClientConnection::Impl {
+  Impl(Worker& w, tcp::socket s, std::string sch)
+      : worker(w),
+        shared(w.shared),
+        rt(w.shared.runtime),
+        client(std::move(s)),
+        scheme(std::move(sch)),
+        client_deadline(w.wheel, [this] {
+          std::error_code ec;
+          client.cancel(ec);
+        }),
+        upstream_deadline(w.wheel, [this] {
+          std::error_code ec;
+          if (upstream) upstream->sock.cancel(ec);
+          if (tunnel_up) tunnel_up->cancel(ec);
+        }) {
+    std::error_code ec;
+    auto ep = client.remote_endpoint(ec);
+    if (!ec) {
+      auto addr = ep.address();
+      if (addr.is_v6() && addr.to_v6().is_v4_mapped()) addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
+      client_ip = addr.to_string();
+    }
+    set_nodelay(client);
+  }
+
+  Worker& worker;
+  ServerShared& shared;
+  std::shared_ptr<const Runtime> rt;
+  tcp::socket client;
+  std::string scheme;
+  std::string client_ip;
+  std::string in;  // client bytes read but not consumed
+  Deadline client_deadline;
+  Deadline upstream_deadline;
+  std::unique_ptr<UpstreamConn> upstream;
+  tcp::socket* tunnel_up = nullptr;
+  bool idle = false;
+  bool closed = false;
+
+  const Limits& limits() const { return rt->scenario.limits; }
+
+  // ---- socket primitives with deadlines -------------------------------------------------------------
+
+  // Reads some bytes from the client into `in`; returns bytes read (0 on EOF, error or timeout).
+  awaitable<std::size_t> read_client(SteadyClock::duration timeout) {
+    if (closed) co_return 0;
+    client_deadline.arm(timeout);
+    auto old = in.size();
+    in.resize(old + kReadChunk);
+    auto [ec, n] = co_await client.async_read_some(asio::buffer(in.data() + old, kReadChunk), use_nothrow);
+    in.resize(old + (ec ? 0 : n));
+    client_deadline.disarm();
+    if (ec) co_return 0;
+    co_return n;
+  }
+
+  // Two buffers at most (head + body) go out in one gathered write.
+  awaitable<bool> write_client(asio::const_buffer a, asio::const_buffer b = {}) {
+    if (closed) co_return false;
+    client_deadline.arm(limits().write_timeout);
+    std::array<asio::const_buffer, 2> v{a, b};
+    auto [ec, n] = co_await asio::async_write(client, v, use_nothrow);
+    client_deadline.disarm();
+    (void)n;
+    co_return !ec;
+  }
+
+  awaitable<std::size_t> read_upstream(UpstreamConn& u, SteadyClock::duration timeout) {
+    upstream_deadline.arm(timeout);
+    auto old = u.buf.size();
+    u.buf.resize(old + kReadChunk);
+    auto [ec, n] = co_await u.sock.async_read_some(asio::buffer(u.buf.data() + old, kReadChunk), use_nothrow);
+    u.buf.resize(old + (ec ? 0 : n));
+    upstream_deadline.disarm();
+    if (ec) co_return 0;
+    co_return n;
+  }
+
+  awaitable<bool> write_upstream(UpstreamConn& u, asio::const_buffer a, SteadyClock::duration timeout) {
+    upstream_deadline.arm(timeout);
+    auto [ec, n] = co_await asio::async_write(u.sock, a, use_nothrow);
+    upstream_deadline.disarm();
+    (void)n;
+    co_return !ec;
+  }
+
+  awaitable<void> sleep(std::chrono::milliseconds d) {
+    asio::steady_timer t(client.get_executor(), d);
+    co_await t.async_wait(use_nothrow);
+  }
+
+  void reset_client() {
+    // SO_LINGER {1, 0} makes close() send RST: the client sees "connection reset by peer".
+    struct linger lg {
+      1, 0
+    };
+    ::setsockopt(client.native_handle(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close_client();
+  }
+
+  void close_client() {
+    std::error_code ec;
+    client.close(ec);
+    closed = true;
+  }
+
+  // ---- bodies ---------------------------------------------------------------------------------------
+
+  // Reads the next piece of a body from `src`/`buf` (client or upstream side) into `piece`.
+  template <typename ReadMore>
+  awaitable<ReadStatus> read_body(BodyReader& r, std::string& buf, std::string& piece, ReadMore read_more) {
+    piece.clear();
+    while (true) {
+      if (r.done) co_return ReadStatus::Done;
+      switch (r.framing.kind) {
+        case BodyFraming::Kind::None:
+          r.done = true;
+          co_return ReadStatus::Done;
+        case BodyFraming::Kind::Length:
+          if (!buf.empty()) {
+            auto n = static_cast<std::size_t>(std::min<std::uint64_t>(r.remaining, buf.size()));
+            piece.assign(buf, 0, n);
+            buf.erase(0, n);
+            r.remaining -= n;
+            if (r.remaining == 0) r.done = true;
+            co_return ReadStatus::Data;
+          }
+          break;
+        case BodyFraming::Kind::UntilClose:
+          if (!buf.empty()) {
+            piece.swap(buf);
+            buf.clear();
+            co_return ReadStatus::Data;
+          }
+          break;
+        case BodyFraming::Kind::Chunked: {
+          std::size_t used = 0;
+          std::size_t off = 0;
+          while (off < buf.size()) {
+            std::string_view out;
+            auto res = r.chunked.decode(std::string_view(buf).substr(off), used, out);
+            off += used;
+            if (res == ChunkedDecoder::Result::Data) {
+              piece.append(out);
+              if (piece.size() >= kReadChunk) break;
+              continue;
+            }
+            if (res == ChunkedDecoder::Result::Done) {
+              r.done = true;
+              break;
+            }
+            if (res == ChunkedDecoder::Result::Error) {
+              r.error = r.chunked.error();
+              buf.erase(0, off);
+              co_return ReadStatus::BadFraming;
+            }
+            break;  // NeedMore
+          }
+          buf.erase(0, off);
+          if (!piece.empty()) co_return ReadStatus::Data;
+          if (r.done) co_return ReadStatus::Done;
+          break;
+        }
+      }
+      auto status = co_await read_more();
+      if (status != ReadStatus::Data) {
+        if (status == ReadStatus::Eof && r.framing.kind == BodyFraming::Kind::UntilClose) {
+          r.done = true;
+          co_return ReadStatus::Done;
+        }
+        co_return status;
+      }
+    }
+  }
+
+  awaitable<bool> write_piece(tcp::socket& sock, Deadline& dl, OutFraming f, const std::string& piece) {
+    if (piece.empty()) co_return true;
+    dl.arm(limits().write_timeout);
+    std::error_code ec;
+    if (f == OutFraming::Chunked) {
+      auto size_line = hex(piece.size()) + "\r\n";
+      std::array<asio::const_buffer, 3> bufs{asio::buffer(size_line), asio::buffer(piece), asio::buffer("\r\n", 2)};
+      std::tie(ec, std::ignore) = co_await asio::async_write(sock, bufs, use_nothrow);
+    } else {
+      std::tie(ec, std::ignore) = co_await asio::async_write(sock, asio::buffer(piece), use_nothrow);
+    }
+    dl.disarm();
+    co_return !ec && !dl.expired();
+  }
+
+  awaitable<bool> write_end(tcp::socket& sock, Deadline& dl, OutFraming f) {
+    if (f != OutFraming::Chunked) co_return true;
+    dl.arm(limits().write_timeout);
+    auto [ec, n] = co_await asio::async_write(sock, asio::buffer("0\r\n\r\n", 5), use_nothrow);
+    (void)n;
+    dl.disarm();
+    co_return !ec;
+  }
+
+  // ---- responses rproxy writes itself ---------------------------------------------------------------
+
+  awaitable<bool> send_local(Exchange& ex, LocalResponse r, bool keep_alive, std::size_t& bytes_out) {
+    ResponseHead head;
+    head.status = r.status;
+    head.reason = std::string(reason_phrase(r.status));
+    head.headers = std::move(r.headers);
+    head.headers.remove("Content-Length");
+    head.headers.remove("Transfer-Encoding");
+    bool bodyless = ex.request.method == "HEAD" || r.status == 204 || r.status == 304 || r.status < 200;
+    if (r.status != 204 && r.status != 304) head.headers.set("Content-Length", std::to_string(r.body.size()));
+    if (!keep_alive) head.headers.set("Connection", "close");
+    auto wire = serialize(head);
+    bytes_out = bodyless ? 0 : r.body.size();
+    if (bodyless) co_return co_await write_client(asio::buffer(wire));
+    co_return co_await write_client(asio::buffer(wire), asio::buffer(r.body));
+  }
+
+  // Error path before a request could even be parsed: answer and close.
+  awaitable<void> reject(int status, const std::string& code, const std::string& message, const std::string& method,
+                         const std::string& target) {
+    Exchange ex;
+    ex.request.method = method;
+    auto r = error_response(status, code, message);
+    std::size_t out = 0;
+    auto start = std::chrono::system_clock::now();
+    co_await send_local(ex, std::move(r), false, out);
+    log_exchange(start, SteadyClock::now(), method.empty() ? "-" : method, target.empty() ? "-" : target, status, 0,
+                 out, "", "", code);
+    if (status != 408) log_line("rproxy: " + std::to_string(status) + " from " + client_ip + ": " + message);
+    // Lingering close: stop reading only after the peer has our answer, so it is not lost to an RST
+    // caused by unread request bytes.
+    co_await lingering_close();
+  }
+
+  // Half-close, then read and discard what the client still sends for a moment, so the answer is not
+  // destroyed by an RST that unread request bytes would cause on close (RFC 9112 §9.6).
+  awaitable<void> lingering_close() {
+    std::error_code ec;
+    client.shutdown(tcp::socket::shutdown_send, ec);
+    auto until = SteadyClock::now() + std::chrono::seconds(2);
+    std::size_t discarded = 0;
+    while (!closed && discarded < 1024 * 1024 && SteadyClock::now() < until) {
+      in.clear();
+      auto n = co_await read_client(until - SteadyClock::now());
+      if (n == 0) break;
+      discarded += n;
+    }
+    close_client();
+  }
+
+  void log_exchange(std::chrono::system_clock::time_point start, SteadyClock::time_point t0, const std::string& method,
+                    const std::string& target, int status, std::uint64_t in_bytes, std::uint64_t out_bytes,
+                    const std::string& route, const std::string& upstream_url, const std::string& error) {
+    if (!shared.access_log || !shared.access_log->enabled()) return;
+    AccessRecord rec;
+    rec.start = start;
+    rec.client_ip = client_ip;
+    rec.method = method;
+    rec.target = target;
+    rec.status = status;
+    rec.bytes_in = in_bytes;
+    rec.bytes_out = out_bytes;
+    rec.duration_ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - t0).count();
+    rec.route = route;
+    rec.upstream = upstream_url;
+    rec.error = error;
+    shared.access_log->write(rec);
+  }
+
+  // ---- upstream connections -------------------------------------------------------------------------
+
+  enum class ConnectResult { Ok, Refused, Timeout, Failed };
+
+  awaitable<ConnectResult> connect_upstream(const Url& url, Millis timeout, std::string& detail) {
+    auto key = url.authority();
+    if (auto c = worker.pool.take(key)) {
+      upstream = std::move(c);
+      co_return ConnectResult::Ok;
+    }
+    auto conn = std::make_unique<UpstreamConn>(client.get_executor());
+    conn->key = key;
+    std::vector<tcp::endpoint> endpoints;
+    std::error_code ec;
+    auto addr = asio::ip::make_address(url.host, ec);
+    if (!ec) {
+      endpoints.emplace_back(addr, url.port);
+    } else {
+      tcp::resolver resolver(client.get_executor());
+      auto [rec, results] = co_await resolver.async_resolve(url.host, std::to_string(url.port), use_nothrow);
+      if (rec) {
+        detail = "cannot resolve " + url.host + ": " + rec.message();
+        co_return ConnectResult::Failed;
+      }
+      for (const auto& r : results) endpoints.push_back(r.endpoint());
+    }
+    upstream = std::move(conn);
+    upstream_deadline.arm(timeout);
+    std::error_code cec = asio::error::host_not_found;
+    for (const auto& ep : endpoints) {
+      std::error_code ignore;
+      upstream->sock.close(ignore);
+      std::tie(cec) = co_await upstream->sock.async_connect(ep, use_nothrow);
+      if (!cec || upstream_deadline.expired()) break;
+    }
+    upstream_deadline.disarm();
+    if (upstream_deadline.expired()) {
+      detail = "connecting to " + url.text + " timed out after " + format_duration(timeout);
+      upstream.reset();
+      co_return ConnectResult::Timeout;
+    }
+    if (cec) {
+      detail = "connecting to " + url.text + ": " + cec.message();
+      upstream.reset();
+      co_return cec == asio::error::connection_refused ? ConnectResult::Refused : ConnectResult::Failed;
+    }
+    set_nodelay(upstream->sock);
+    co_return ConnectResult::Ok;
+  }
+
+  void drop_upstream() {
+    if (!upstream) return;
+    std::error_code ec;
+    upstream->sock.close(ec);
+    upstream.reset();
+  }
+
+  // ---- stages ---------------------------------------------------------------------------------------
+
+  // Runs a stage hook with containment: a throwing stage becomes a 500 with X-Rproxy-Error.
+  template <typename Fn>
+  Decision call_stage(Fn&& fn) {
+    try {
+      return fn();
+    } catch (const std::exception& e) {
+      log_line(std::string("rproxy: stage failed: ") + e.what());
+      return Decision::respond(error_response(500, cause::kStageFailed, e.what()));
+    } catch (...) {
+      log_line("rproxy: stage failed with an unknown exception");
+      return Decision::respond(error_response(500, cause::kStageFailed, "unknown error"));
+    }
+  }
+
+  std::vector<Stage*> stages_for(int route_index) const {
+    std::vector<Stage*> out;
+    for (const auto& s : rt->stages) out.push_back(s.get());
+    if (route_index >= 0)
+      for (const auto& s : rt->routes[static_cast<std::size_t>(route_index)].stages) out.push_back(s.get());
+    return out;
+  }
+
+  // Body-level decisions accumulated from every stage.
+  struct BodyControl {
+    std::uint64_t throttle = 0;
+    std::optional<std::uint64_t> truncate_after;
+    void absorb(const Decision& d) {
+      if (d.throttle_bytes_per_s) throttle = d.throttle_bytes_per_s;
+      if (d.truncate_after) truncate_after = d.truncate_after;
+    }
+  };
+
+  // Applies response stages in reverse order; returns false when the connection must be reset.
+  awaitable<bool> run_response_stages(const std::vector<Stage*>& stages, std::size_t ran, Exchange& ex,
+                                      BodyControl& body, std::optional<LocalResponse>& replace) {
+    for (std::size_t i = ran; i-- > 0;) {
+      auto d = call_stage([&] { return stages[i]->on_response(ex); });
+      if (d.delay.count() > 0) co_await sleep(d.delay);
+      body.absorb(d);
+      if (d.kind == Decision::Kind::Reset) co_return false;
+      if (d.kind == Decision::Kind::Respond && d.response) {
+        replace = std::move(d.response);
+        ex.response = ResponseHead{1, replace->status, std::string(reason_phrase(replace->status)), replace->headers};
+      }
+    }
+    co_return true;
+  }
+
+  // ---- the exchange ---------------------------------------------------------------------------------
+
+  awaitable<bool> handle(RequestHead req) {
+    auto t0 = SteadyClock::now();
+    auto start = std::chrono::system_clock::now();
+    shared.requests.fetch_add(1, std::memory_order_relaxed);
+    Exchange ex;
+    ex.id = shared.next_exchange_id.fetch_add(1, std::memory_order_relaxed);
+    ex.client_ip = client_ip;
+    ex.scheme = scheme;
+    const std::string log_target = req.target;
+
+    bool keep_alive = req.version_minor == 1 ? !req.headers.has_token("Connection", "close")
+                                             : req.headers.has_token("Connection", "keep-alive");
+    if (shared.draining.load(std::memory_order_relaxed)) keep_alive = false;
+    auto framing = request_framing(req);
+    bool had_content_length = req.headers.has("Content-Length");
+    bool upgrade = req.headers.has("Upgrade") && req.headers.has_token("Connection", "upgrade") &&
+                   req.version_minor == 1;
+
+    std::uint64_t bytes_in = 0;
+    std::size_t bytes_out = 0;
+    int status = 0;
+    std::string error_code;
+    std::string upstream_text;
+
+    auto finish = [&](bool keep) {
+      log_exchange(start, t0, ex.request.method, log_target, status, bytes_in, bytes_out, ex.route, upstream_text,
+                   error_code);
+      return keep;
+    };
+
+    // Expect (RFC 9110 §10.1.1): only 100-continue is known; rproxy sends the 100 itself.
+    bool expect_continue = false;
+    if (auto e = req.headers.get("Expect"); e && req.version_minor == 1) {
+      if (!iequals(*e, "100-continue")) {
+        ex.request = std::move(req);
+        status = 417;
+        error_code = cause::kExpectation;
+        co_await send_local(ex, error_response(417, cause::kExpectation, "unsupported Expect value"), false, bytes_out);
+        co_return finish(false);
+      }
+      expect_continue = framing.kind != BodyFraming::Kind::None;
+    }
+    if (limits().max_body && framing.kind == BodyFraming::Kind::Length && framing.length > limits().max_body) {
+      ex.request = std::move(req);
+      status = 413;
+      error_code = cause::kBodyTooLarge;
+      co_await send_local(ex, error_response(413, cause::kBodyTooLarge, "request body exceeds the configured limit"),
+                          false, bytes_out);
+      co_return finish(false);
+    }
+
+    // Absolute-form targets are reduced to origin-form; Host was checked against the authority.
+    if (!req.target.empty() && req.target.front() != '/' && req.target != "*") {
+      auto p = req.target.find("://");
+      auto slash = req.target.find_first_of("/?", p + 3);
+      req.target = slash == std::string::npos ? "/" : req.target.substr(slash);
+      if (req.target.front() == '?') req.target.insert(req.target.begin(), '/');
+    }
+
+    ex.request = std::move(req);
+    int ri = rt->router->match(ex.request);
+    if (ri >= 0) ex.route = rt->routes[static_cast<std::size_t>(ri)].spec->name;
+    auto stages = stages_for(ri);
+
+    // Request stages, in order.
+    std::optional<LocalResponse> local;
+    BodyControl body;
+    std::optional<std::string> chosen;
+    std::size_t ran = 0;
+    for (; ran < stages.size(); ++ran) {
+      auto d = call_stage([&] { return stages[ran]->on_request(ex); });
+      if (d.delay.count() > 0) co_await sleep(d.delay);
+      body.absorb(d);
+      if (d.upstream) chosen = d.upstream;
+      if (d.kind == Decision::Kind::Reset) {
+        status = 0;
+        error_code = "reset";
+        reset_client();
+        co_return finish(false);
+      }
+      if (d.kind == Decision::Kind::Respond) {
+        local = std::move(d.response);
+        ++ran;
+        break;
+      }
+    }
+    if (!local && ri < 0) {
+      local = error_response(404, cause::kNoRoute, "no route matched " + ex.request.method + " " + log_target);
+    }
+    if (local) {
+      // The request body was not read: close unless there was none.
+      if (framing.kind != BodyFraming::Kind::None) keep_alive = false;
+      co_return finish(co_await respond_locally(ex, stages, ran, std::move(*local), body, keep_alive, status,
+                                                bytes_out, error_code));
+    }
+
+    const auto& route_rt = rt->routes[static_cast<std::size_t>(ri)];
+    const Route& route = *route_rt.spec;
+    auto& balancer = *route_rt.balancer;
+
+    // Pick and connect; on refusal try the route's other upstreams before giving up.
+    std::vector<bool> skip(route.upstreams.size(), false);
+    std::size_t ui = 0;
+    std::string detail;
+    ConnectResult cr = ConnectResult::Failed;
+    for (std::size_t attempt = 0; attempt < route.upstreams.size(); ++attempt) {
+      ui = balancer.pick(skip);
+      if (attempt == 0 && chosen) {
+        for (std::size_t k = 0; k < route.upstreams.size(); ++k)
+          if (route.upstreams[k].url.text == *chosen) ui = k;
+      }
+      cr = co_await connect_upstream(route.upstreams[ui].url, route.connect_timeout, detail);
+      if (cr == ConnectResult::Ok || cr == ConnectResult::Timeout) break;
+      skip[ui] = true;
+    }
+    const Url& url = route.upstreams[ui].url;
+    upstream_text = url.text;
+    ex.upstream = url.text;
+    if (cr != ConnectResult::Ok) {
+      shared.upstream_errors.fetch_add(1, std::memory_order_relaxed);
+      int st = cr == ConnectResult::Timeout ? 504 : 502;
+      error_code = cr == ConnectResult::Timeout  ? cause::kConnectTimeout
+                   : cr == ConnectResult::Refused ? cause::kConnectRefused
+                                                  : cause::kConnectFailed;
+      log_line("rproxy: " + std::to_string(st) + " " + ex.request.method + " " + log_target + ": " + detail);
+      if (framing.kind != BodyFraming::Kind::None) keep_alive = false;
+      co_return finish(co_await respond_locally(ex, stages, ran, error_response(st, error_code, detail), body,
+                                                keep_alive, status, bytes_out, error_code));
+    }
+
+    balancer.begin(ui);
+    struct EndGuard {
+      Balancer& b;
+      std::size_t i;
+      ~EndGuard() { b.end(i); }
+    } end_guard{balancer, ui};
+
+    // Build the upstream head.
+    RequestHead up = ex.request;
+    up.target = upstream_target(route, ex.request.target);
+    ForwardContext fctx;
+    fctx.client_ip = client_ip;
+    fctx.scheme = scheme;
+    fctx.upstream_authority = url.port == (url.scheme == "https" ? 443 : 80) ? url.host : url.authority();
+    if (url.host.find(':') != std::string::npos && fctx.upstream_authority.front() != '[')
+      fctx.upstream_authority = "[" + url.host + "]";
+    fctx.send_upstream_host = route.host_header == HostHeader::Upstream;
+    fctx.upgrade = upgrade;
+    prepare_upstream_request(up, fctx);
+    OutFraming req_out = OutFraming::None;
+    if (framing.kind == BodyFraming::Kind::Length) {
+      up.headers.set("Content-Length", std::to_string(framing.length));
+      req_out = OutFraming::Length;
+    } else if (framing.kind == BodyFraming::Kind::Chunked) {
+      up.headers.set("Transfer-Encoding", "chunked");
+      req_out = OutFraming::Chunked;
+    } else if (had_content_length) {
+      up.headers.set("Content-Length", "0");
+    }
+    auto up_wire = serialize(up);
+
+    // Send head + body, read the response head. A reused pooled connection that the upstream closed in
+    // the meantime gets one retry on a fresh connection when nothing of a body was sent yet.
+    ResponseParseResult rp;
+    std::string fail_code;
+    std::string fail_detail;
+    int fail_status = 0;
+    for (int attempt = 0;; ++attempt) {
+      bool reused = upstream->reused;
+      bool ok = co_await write_upstream(*upstream, asio::buffer(up_wire), route.read_timeout);
+      bool body_started = false;
+      if (ok && framing.kind != BodyFraming::Kind::None) {
+        body_started = true;
+        auto sent = co_await forward_request_body(framing, req_out, expect_continue, route.read_timeout, bytes_in);
+        if (sent == BodySend::ClientFailed) {
+          drop_upstream();
+          status = 400;
+          error_code = cause::kBadRequest;
+          co_return finish(false);
+        }
+        if (sent == BodySend::TooLarge) {
+          drop_upstream();
+          status = 413;
+          error_code = cause::kBodyTooLarge;
+          co_await send_local(ex, error_response(413, cause::kBodyTooLarge, "request body exceeds the configured limit"),
+                              false, bytes_out);
+          co_return finish(false);
+        }
+        ok = sent == BodySend::Ok;
+      }
+      if (ok) {
+        rp = co_await read_response_head(ex, route.read_timeout, fail_status, fail_code, fail_detail);
+        if (rp.status == ParseStatus::Complete) break;
+      } else {
+        fail_status = 502;
+        fail_code = cause::kUpstreamClosed;
+        fail_detail = "upstream " + url.text + " closed the connection while the request was sent";
+      }
+      bool nothing_received = upstream && upstream->buf.empty();
+      if (attempt == 0 && reused && !body_started && nothing_received && fail_code == cause::kUpstreamClosed) {
+        drop_upstream();
+        std::string d;
+        auto c2 = co_await connect_upstream(url, route.connect_timeout, d);
+        if (c2 == ConnectResult::Ok && !upstream->reused) continue;
+        if (c2 == ConnectResult::Ok) {
+          drop_upstream();
+          c2 = co_await connect_upstream(url, route.connect_timeout, d);
+          if (c2 == ConnectResult::Ok) continue;
+        }
+        fail_detail = d;
+      }
+      drop_upstream();
+      shared.upstream_errors.fetch_add(1, std::memory_order_relaxed);
+      error_code = fail_code;
+      log_line("rproxy: " + std::to_string(fail_status) + " " + ex.request.method + " " + log_target + ": " +
+               fail_detail);
+      if (body_started && framing.kind != BodyFraming::Kind::None) keep_alive = false;
+      co_return finish(co_await respond_locally(ex, stages, ran, error_response(fail_status, fail_code, fail_detail),
+                                                body, keep_alive, status, bytes_out, error_code));
+    }
+
+    ResponseHead resp = std::move(rp.head);
+    // A 101 answers an Upgrade: from here on the connection is a byte tunnel.
+    if (resp.status == 101) {
+      if (!upgrade) {
+        drop_upstream();
+        error_code = cause::kBadResponse;
+        co_return finish(co_await respond_locally(
+            ex, stages, ran, error_response(502, cause::kBadResponse, "upstream switched protocols unasked"), body,
+            false, status, bytes_out, error_code));
+      }
+      status = 101;
+      prepare_client_response(resp, true);
+      ex.response = resp;
+      auto wire = serialize(resp);
+      if (!co_await write_client(asio::buffer(wire))) {
+        drop_upstream();
+        co_return finish(false);
+      }
+      finish(false);
+      co_await tunnel();
+      co_return false;
+    }
+
+    std::string resp_error;
+    auto resp_framing = response_framing(resp, ex.request.method, &resp_error);
+    if (!resp_error.empty()) {
+      drop_upstream();
+      shared.upstream_errors.fetch_add(1, std::memory_order_relaxed);
+      error_code = cause::kBadResponse;
+      log_line("rproxy: 502 " + ex.request.method + " " + log_target + ": " + resp_error);
+      co_return finish(co_await respond_locally(ex, stages, ran, error_response(502, cause::kBadResponse, resp_error),
+                                                body, keep_alive, status, bytes_out, error_code));
+    }
+    bool upstream_reusable = resp.version_minor == 1 && !resp.headers.has_token("Connection", "close") &&
+                             resp_framing.kind != BodyFraming::Kind::UntilClose;
+
+    auto upstream_cl = resp.headers.get("Content-Length");
+    std::string saved_cl = upstream_cl ? std::string(*upstream_cl) : std::string();
+    prepare_client_response(resp, false);
+    ex.response = resp;
+    std::optional<LocalResponse> replace;
+    if (!co_await run_response_stages(stages, ran, ex, body, replace)) {
+      drop_upstream();
+      reset_client();
+      co_return finish(false);
+    }
+    if (replace) {
+      drop_upstream();
+      co_return finish(
+          co_await write_local_after_stages(ex, std::move(*replace), keep_alive, status, bytes_out));
+    }
+    resp = *ex.response;
+    status = resp.status;
+
+    // Framing towards the client.
+    OutFraming out = OutFraming::None;
+    switch (resp_framing.kind) {
+      case BodyFraming::Kind::None:
+        if ((ex.request.method == "HEAD" || resp.status == 304) && !saved_cl.empty())
+          resp.headers.set("Content-Length", saved_cl);
+        break;
+      case BodyFraming::Kind::Length:
+        resp.headers.set("Content-Length", std::to_string(resp_framing.length));
+        out = OutFraming::Length;
+        break;
+      case BodyFraming::Kind::Chunked:
+      case BodyFraming::Kind::UntilClose:
+        if (ex.request.version_minor == 1) {
+          resp.headers.set("Transfer-Encoding", "chunked");
+          out = OutFraming::Chunked;
+        } else {
+          out = OutFraming::UntilClose;
+          keep_alive = false;
+        }
+        break;
+    }
+    if (!keep_alive) resp.headers.set("Connection", "close");
+    auto wire = serialize(resp);
+    if (!co_await write_client(asio::buffer(wire))) {
+      drop_upstream();
+      close_client();
+      co_return finish(false);
+    }
+
+    auto stream = co_await stream_response(resp_framing, out, route.read_timeout, body, bytes_out);
+    if (stream != StreamResult::Complete) {
+      // Truncated: never pass it off as complete. The client connection closes without a final chunk.
+      drop_upstream();
+      if (stream == StreamResult::UpstreamFailed) {
+        error_code = cause::kUpstreamClosed;
+        log_line("rproxy: response from " + url.text + " for " + ex.request.method + " " + log_target +
+                 " ended early; passed on truncated");
+      }
+      close_client();
+      co_return finish(false);
+    }
+    if (upstream_reusable && upstream && upstream->buf.empty()) {
+      worker.pool.put(std::move(upstream));
+    } else {
+      drop_upstream();
+    }
+    co_return finish(keep_alive);
+  }
+
+  // Local response (from a stage or an error) after the request stages that ran.
+  awaitable<bool> respond_locally(Exchange& ex, const std::vector<Stage*>& stages, std::size_t ran, LocalResponse r,
+                                  BodyControl& body, bool keep_alive, int& status, std::size_t& bytes_out,
+                                  std::string& error_code) {
+    ex.response = ResponseHead{1, r.status, std::string(reason_phrase(r.status)), r.headers};
+    std::optional<LocalResponse> replace;
+    if (!co_await run_response_stages(stages, ran, ex, body, replace)) {
+      reset_client();
+      co_return false;
+    }
+    if (replace) {
+      r = std::move(*replace);
+    } else {
+      r.status = ex.response->status;
+      r.headers = ex.response->headers;
+    }
+    if (auto e = r.headers.get("X-Rproxy-Error")) error_code = std::string(*e);
+    co_return co_await write_local_after_stages(ex, std::move(r), keep_alive, status, bytes_out);
+  }
+
+  awaitable<bool> write_local_after_stages(Exchange& ex, LocalResponse r, bool keep_alive, int& status,
+                                           std::size_t& bytes_out) {
+    status = r.status;
+    r.headers.remove("Connection");
+    if (!co_await send_local(ex, std::move(r), keep_alive, bytes_out)) co_return false;
+    co_return keep_alive;
+  }
+
+  enum class BodySend { Ok, UpstreamFailed, ClientFailed, TooLarge };
+
+  awaitable<BodySend> forward_request_body(BodyFraming framing, OutFraming out, bool expect_continue,
+                                           Millis upstream_timeout, std::uint64_t& bytes_in) {
+    BodyReader reader(framing);
+    std::string piece;
+    bool sent_continue = false;
+    auto read_more = [&]() -> awaitable<ReadStatus> {
+      if (expect_continue && !sent_continue) {
+        sent_continue = true;
+        static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (!co_await write_client(asio::buffer(k100.data(), k100.size()))) co_return ReadStatus::Error;
+      }
+      auto n = co_await read_client(limits().body_timeout);
+      if (n > 0) co_return ReadStatus::Data;
+      co_return client_deadline.expired() ? ReadStatus::Timeout : ReadStatus::Eof;
+    };
+    while (true) {
+      auto st = co_await read_body(reader, in, piece, read_more);
+      if (st == ReadStatus::Done) break;
+      if (st == ReadStatus::BadFraming) {
+        co_await reject(400, cause::kBadRequest, "bad chunked request body: " + reader.error, "", "");
+        co_return BodySend::ClientFailed;
+      }
+      if (st == ReadStatus::Timeout) {
+        co_await reject(408, cause::kTimeout, "request body timed out", "", "");
+        co_return BodySend::ClientFailed;
+      }
+      if (st != ReadStatus::Data) co_return BodySend::ClientFailed;
+      bytes_in += piece.size();
+      if (limits().max_body && bytes_in > limits().max_body) co_return BodySend::TooLarge;
+      upstream_deadline.arm(upstream_timeout);
+      if (!co_await write_piece(upstream->sock, upstream_deadline, out, piece)) co_return BodySend::UpstreamFailed;
+    }
+    if (!co_await write_end(upstream->sock, upstream_deadline, out)) co_return BodySend::UpstreamFailed;
+    co_return BodySend::Ok;
+  }
+
+  // Reads the final response head (forwarding interim 1xx responses other than 100, which rproxy already
+  // produced itself, to HTTP/1.1 clients).
+  awaitable<ResponseParseResult> read_response_head(Exchange& ex, Millis timeout, int& fail_status,
+                                                    std::string& fail_code, std::string& fail_detail) {
+    ParseLimits limits = rt->limits;
+    limits.max_head_bytes = 64 * 1024;
+    limits.max_request_line = 64 * 1024;
+    auto deadline = SteadyClock::now() + timeout;
+    while (true) {
+      ResponseParseResult rp;
+      while (true) {
+        if (!upstream->buf.empty()) {
+          rp = parse_response_head(upstream->buf, limits);
+          if (rp.status != ParseStatus::Incomplete) break;
+        }
+        auto left = deadline - SteadyClock::now();
+        auto n = left > SteadyClock::duration::zero() ? co_await read_upstream(*upstream, left) : 0;
+        if (n == 0) {
+          if (upstream_deadline.expired() || left <= SteadyClock::duration::zero()) {
+            fail_status = 504;
+            fail_code = cause::kResponseTimeout;
+            fail_detail = "no response from " + ex.upstream + " within " + format_duration(timeout);
+          } else {
+            fail_status = 502;
+            fail_code = cause::kUpstreamClosed;
+            fail_detail = "upstream " + ex.upstream + " closed the connection without a complete response";
+          }
+          rp.status = ParseStatus::Error;
+          co_return rp;
+        }
+      }
+      if (rp.status == ParseStatus::Error) {
+        fail_status = 502;
+        fail_code = cause::kBadResponse;
+        fail_detail = "bad response from " + ex.upstream + ": " + rp.error;
+        co_return rp;
+      }
+      upstream->buf.erase(0, rp.consumed);
+      if (rp.head.status >= 200 || rp.head.status == 101) co_return rp;
+      if (rp.head.status != 100 && ex.request.version_minor == 1) {
+        prepare_client_response(rp.head, false);
+        auto wire = serialize(rp.head);
+        co_await write_client(asio::buffer(wire));
+      }
+    }
+  }
+
+  enum class StreamResult { Complete, UpstreamFailed, ClientFailed, Truncated };
+
+  awaitable<StreamResult> stream_response(BodyFraming framing, OutFraming out, Millis read_timeout,
+                                          const BodyControl& control, std::size_t& bytes_out) {
+    BodyReader reader(framing);
+    std::string piece;
+    auto read_more = [&]() -> awaitable<ReadStatus> {
+      auto n = co_await read_upstream(*upstream, read_timeout);
+      if (n > 0) co_return ReadStatus::Data;
+      co_return upstream_deadline.expired() ? ReadStatus::Timeout : ReadStatus::Eof;
+    };
+    auto t_start = SteadyClock::now();
+    while (true) {
+      auto st = co_await read_body(reader, upstream->buf, piece, read_more);
+      if (st == ReadStatus::Done) break;
+      if (st != ReadStatus::Data) co_return StreamResult::UpstreamFailed;
+      if (control.truncate_after && bytes_out + piece.size() >= *control.truncate_after) {
+        piece.resize(static_cast<std::size_t>(*control.truncate_after - bytes_out));
+        co_await write_piece(client, client_deadline, out == OutFraming::Chunked ? OutFraming::Chunked : out, piece);
+        bytes_out += piece.size();
+        co_return StreamResult::Truncated;
+      }
+      if (control.throttle) {
+        // Pace in slices of a tenth of a second's worth so the rate is smooth, not bursty.
+        std::size_t slice = std::max<std::size_t>(1, static_cast<std::size_t>(control.throttle / 10));
+        for (std::size_t off = 0; off < piece.size(); off += slice) {
+          std::string part = piece.substr(off, slice);
+          if (!co_await write_piece(client, client_deadline, out, part)) co_return StreamResult::ClientFailed;
+          bytes_out += part.size();
+          auto due = t_start + std::chrono::microseconds(bytes_out * 1000000 / control.throttle);
+          auto now = SteadyClock::now();
+          if (due > now) co_await sleep(std::chrono::duration_cast<std::chrono::milliseconds>(due - now));
+        }
+        continue;
+      }
+      if (!co_await write_piece(client, client_deadline, out, piece)) co_return StreamResult::ClientFailed;
+      bytes_out += piece.size();
+    }
+    if (!co_await write_end(client, client_deadline, out)) co_return StreamResult::ClientFailed;
+    co_return StreamResult::Complete;
+  }
+
+  // Bidirectional byte pump for Upgrade (WebSocket) after the 101.
+  awaitable<void> tunnel() {
+    using namespace asio::experimental::awaitable_operators;
+    auto up = std::move(upstream);
+    tunnel_up = &up->sock;
+    std::string to_up = std::move(in);
+    in.clear();
+    std::string to_client = std::move(up->buf);
+    co_await (pump(client, up->sock, std::move(to_up)) && pump(up->sock, client, std::move(to_client)));
+    tunnel_up = nullptr;
+    std::error_code ec;
+    up->sock.close(ec);
+    close_client();
+  }
+
+  awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::string pending) {
+    std::error_code ec;
+    if (!pending.empty()) {
+      std::tie(ec, std::ignore) = co_await asio::async_write(to, asio::buffer(pending), use_nothrow);
+      if (ec) {
+        from.close(ec);
+        co_return;
+      }
+    }
+    std::vector<char> buf(kReadChunk);
+    while (true) {
+      auto [rec, n] = co_await from.async_read_some(asio::buffer(buf), use_nothrow);
+      if (rec) {
+        // EOF: pass the half-close on; anything else ends both directions.
+        if (rec == asio::error::eof) {
+          to.shutdown(tcp::socket::shutdown_send, ec);
+        } else {
+          to.close(ec);
+          from.close(ec);
+        }
+        co_return;
+      }
+      auto [wec, wn] = co_await asio::async_write(to, asio::buffer(buf.data(), n), use_nothrow);
+      (void)wn;
+      if (wec) {
+        from.close(ec);
+        to.close(ec);
+        co_return;
+      }
+    }
+  }
+
+  // ---- connection loop ------------------------------------------------------------------------------
+
+  awaitable<void> loop() {
+    while (!closed) {
+      if (shared.draining.load(std::memory_order_relaxed) && in.empty()) co_return;
+      RequestParseResult pr;
+      bool got_first = !in.empty();
+      auto head_deadline = SteadyClock::now() + limits().head_timeout;
+      while (true) {
+        if (!in.empty()) {
+          pr = parse_request_head(in, rt->limits);
+          if (pr.status != ParseStatus::Incomplete) break;
+        }
+        idle = !got_first;
+        auto timeout = got_first ? head_deadline - SteadyClock::now() : SteadyClock::duration(limits().idle_timeout);
+        std::size_t n = 0;
+        if (timeout > SteadyClock::duration::zero()) n = co_await read_client(timeout);
+        idle = false;
+        if (n == 0) {
+          bool timed_out = client_deadline.expired() || timeout <= SteadyClock::duration::zero();
+          if (got_first && timed_out && !closed)
+            co_await reject(408, cause::kTimeout, "request head not received in time", "", "");
+          co_return;
+        }
+        if (!got_first) {
+          got_first = true;
+          head_deadline = SteadyClock::now() + limits().head_timeout;
+        }
+      }
+      if (pr.status == ParseStatus::Error) {
+        co_await reject(pr.error_status, cause::kBadRequest, pr.error, pr.head.method, pr.head.target);
+        co_return;
+      }
+      in.erase(0, pr.consumed);
+      if (!co_await handle(std::move(pr.head))) co_return;
+    }
+  }
+};
+
+ClientConnection::ClientConnection(Worker& worker, tcp::socket sock, std::string scheme)
+    : impl_(std::make_unique<Impl>(worker, std::move(sock), std::move(scheme))) {
+  worker.connections.insert(this);
+}
+
+ClientConnection::~ClientConnection() {
+  impl_->worker.connections.erase(this);
+  impl_->shared.active.fetch_sub(1, std::memory_order_relaxed);
+}
+
+awaitable<void> ClientConnection::run() {
+  auto self = shared_from_this();
+  try {
+    co_await impl_->loop();
+  } catch (const std::exception& e) {
+    log_line(std::string("rproxy: connection error: ") + e.what());
+  }
+  impl_->drop_upstream();
+  if (!impl_->closed) co_await impl_->lingering_close();
+}
+
+void ClientConnection::close_if_idle() {
+  if (impl_->idle && impl_->in.empty()) {
+    std::error_code ec;
+    impl_->client.cancel(ec);
+    impl_->closed = true;
+  }
+}
+
+void ClientConnection::force_close() {
+  std::error_code ec;
+  impl_->client.close(ec);
+  impl_->closed = true;
+  if (impl_->upstream) impl_->upstream->sock.close(ec);
+  if (impl_->tunnel_up) impl_->tunnel_up->close(ec);
+}
+
+}  // namespace rproxy

@@ -1,0 +1,60 @@
+#include "core/proxy_headers.hpp"
+
+#include <array>
+#include <string_view>
+
+namespace rproxy {
+
+namespace {
+constexpr std::array<std::string_view, 10> kHopByHop = {
+    "Connection", "Keep-Alive", "Proxy-Connection", "TE",      "Trailer", "Transfer-Encoding",
+    "Upgrade",    "HTTP2-Settings", "Content-Length", "Expect"};
+
+void append_list(Headers& headers, std::string_view name, std::string_view item) {
+  auto existing = headers.joined(name);
+  headers.set(name, existing.empty() ? std::string(item) : existing + ", " + std::string(item));
+}
+}  // namespace
+
+void remove_hop_by_hop(Headers& headers) {
+  std::vector<std::string> named;
+  for (const auto& h : headers)
+    if (iequals(h.name, "Connection"))
+      for (auto t : split_list(h.value)) named.emplace_back(t);
+  for (const auto& n : named) headers.remove(n);
+  for (auto n : kHopByHop) headers.remove(n);
+}
+
+void prepare_upstream_request(RequestHead& head, const ForwardContext& ctx) {
+  std::string upgrade;
+  if (ctx.upgrade) upgrade = head.headers.joined("Upgrade");
+  auto original_host = std::string(head.headers.get("Host").value_or(""));
+  remove_hop_by_hop(head.headers);
+  // Proxy-Authorization is meant for this proxy, never for the origin.
+  head.headers.remove("Proxy-Authorization");
+  if (!ctx.client_ip.empty()) append_list(head.headers, "X-Forwarded-For", ctx.client_ip);
+  head.headers.set("X-Forwarded-Proto", ctx.scheme);
+  if (!original_host.empty()) head.headers.set("X-Forwarded-Host", original_host);
+  append_list(head.headers, "Via", std::string(head.version_minor == 0 ? "1.0 " : "1.1 ") + kViaPseudonym);
+  if (ctx.send_upstream_host || original_host.empty()) head.headers.set("Host", ctx.upstream_authority);
+  if (ctx.upgrade) {
+    head.headers.set("Connection", "Upgrade");
+    head.headers.set("Upgrade", upgrade);
+  }
+  head.version_minor = 1;
+}
+
+void prepare_client_response(ResponseHead& head, bool upgrade) {
+  std::string up;
+  if (upgrade) up = head.headers.joined("Upgrade");
+  remove_hop_by_hop(head.headers);
+  append_list(head.headers, "Via", std::string(head.version_minor == 0 ? "1.0 " : "1.1 ") + kViaPseudonym);
+  if (upgrade) {
+    head.headers.set("Connection", "Upgrade");
+    head.headers.set("Upgrade", up);
+  }
+  head.version_minor = 1;
+  if (head.reason.empty()) head.reason = std::string(reason_phrase(head.status));
+}
+
+}  // namespace rproxy

@@ -1,0 +1,198 @@
+#include "rproxy/proxy_server.hpp"
+
+#include <sys/resource.h>
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/ip/v6_only.hpp>
+#include <asio/post.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <condition_variable>
+#include <mutex>
+#include <system_error>
+
+#include "core/client_connection.hpp"
+#include "core/worker.hpp"
+
+namespace rproxy {
+
+namespace {
+using asio::ip::tcp;
+constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+
+// A proxy holds two descriptors per connection; the default soft limit of 1024 would cap it near 500.
+void raise_fd_limit() {
+  rlimit rl{};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+constexpr std::string_view kOverloaded =
+    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nX-Rproxy-Error: max_conns\r\n"
+    "Connection: close\r\nContent-Length: 50\r\n\r\n503 Service Unavailable: connection limit reached\n";
+static_assert(kOverloaded.size() - kOverloaded.find("\r\n\r\n") - 4 == 50);
+}  // namespace
+
+struct ProxyServer::Impl {
+  ServerShared shared;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  std::vector<std::uint16_t> ports;
+  std::size_t next_worker = 0;
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool started = false;
+  bool stopping = false;
+  bool stopped = false;
+  std::thread drain_thread;
+
+  Worker& pick_worker() {
+    auto& w = *workers[next_worker];
+    next_worker = (next_worker + 1) % workers.size();
+    return w;
+  }
+
+  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor) {
+    const auto max_conns = shared.runtime->scenario.limits.max_conns;
+    while (acceptor.is_open()) {
+      auto& w = pick_worker();
+      auto [ec, sock] = co_await acceptor.async_accept(w.ctx, use_nothrow);
+      if (ec) {
+        if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+        // Out of descriptors or similar: back off briefly instead of spinning.
+        asio::steady_timer t(acceptor.get_executor(), std::chrono::milliseconds(50));
+        co_await t.async_wait(use_nothrow);
+        continue;
+      }
+      shared.accepted.fetch_add(1, std::memory_order_relaxed);
+      if (shared.active.load(std::memory_order_relaxed) >= max_conns) {
+        // Refuse cleanly: a short 503 (the socket buffer takes it without blocking), then close.
+        shared.refused.fetch_add(1, std::memory_order_relaxed);
+        std::error_code wec;
+        sock.non_blocking(true, wec);
+        sock.write_some(asio::buffer(kOverloaded.data(), kOverloaded.size()), wec);
+        sock.shutdown(tcp::socket::shutdown_send, wec);
+        sock.close(wec);
+        continue;
+      }
+      shared.active.fetch_add(1, std::memory_order_relaxed);
+      asio::post(w.ctx, [&w, s = std::move(sock)]() mutable {
+        auto conn = std::make_shared<ClientConnection>(w, std::move(s), "http");
+        asio::co_spawn(w.ctx, conn->run(), asio::detached);
+      });
+    }
+  }
+};
+
+ProxyServer::ProxyServer(Scenario scenario) : impl_(std::make_unique<Impl>()) {
+  impl_->shared.runtime = build_runtime(std::move(scenario));
+  const auto& s = impl_->shared.runtime->scenario;
+  impl_->shared.access_log = std::make_unique<AccessLogWriter>(s.access_log.path, s.access_log.format);
+  unsigned n = s.workers ? s.workers : std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < n; ++i) impl_->workers.push_back(std::make_unique<Worker>(impl_->shared));
+}
+
+ProxyServer::~ProxyServer() {
+  stop();
+  wait();
+}
+
+void ProxyServer::start() {
+  raise_fd_limit();
+  const auto& s = impl_->shared.runtime->scenario;
+  auto& w0 = *impl_->workers[0];
+  for (const auto& l : s.listeners) {
+    std::error_code ec;
+    auto addr = asio::ip::make_address(l.host == "localhost" ? "127.0.0.1" : l.host, ec);
+    if (ec) throw std::system_error(ec, "listen address " + l.to_string());
+    tcp::endpoint ep(addr, l.port);
+    auto acc = std::make_unique<tcp::acceptor>(w0.ctx);
+    acc->open(ep.protocol());
+    // SO_REUSEADDR lets a restarted rproxy bind past TIME_WAIT; SO_REUSEPORT is never set, so a second
+    // process on the same port fails loudly instead of silently sharing it.
+    acc->set_option(tcp::acceptor::reuse_address(true));
+    if (addr.is_v6()) acc->set_option(asio::ip::v6_only(true));
+    acc->bind(ep, ec);
+    if (ec) throw std::system_error(ec, "cannot listen on " + l.to_string());
+    acc->listen(asio::socket_base::max_listen_connections);  // SOMAXCONN (4096), well over 511
+    impl_->ports.push_back(acc->local_endpoint().port());
+    impl_->acceptors.push_back(std::move(acc));
+  }
+  for (auto& a : impl_->acceptors) asio::co_spawn(w0.ctx, impl_->accept_loop(*a), asio::detached);
+  for (auto& w : impl_->workers) {
+    w->wheel.start();
+    w->thread = std::thread([wp = w.get()] {
+      auto guard = asio::make_work_guard(wp->ctx);
+      wp->ctx.run();
+    });
+  }
+  std::lock_guard lock(impl_->mutex);
+  impl_->started = true;
+}
+
+std::vector<std::uint16_t> ProxyServer::ports() const { return impl_->ports; }
+
+void ProxyServer::stop() {
+  {
+    std::lock_guard lock(impl_->mutex);
+    if (!impl_->started || impl_->stopping) return;
+    impl_->stopping = true;
+  }
+  auto* impl = impl_.get();
+  impl->shared.draining = true;
+  asio::post(impl->workers[0]->ctx, [impl] {
+    for (auto& a : impl->acceptors) {
+      std::error_code ec;
+      a->close(ec);
+    }
+  });
+  auto drain = impl->shared.runtime->scenario.limits.drain_timeout;
+  impl->drain_thread = std::thread([impl, drain] {
+    auto until = SteadyClock::now() + drain;
+    // Close idle keep-alive connections now and again (a connection may go idle while draining).
+    while (SteadyClock::now() < until && impl->shared.active.load() > 0) {
+      for (auto& w : impl->workers)
+        asio::post(w->ctx, [wp = w.get()] {
+          for (auto* c : wp->connections) c->close_if_idle();
+        });
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    for (auto& w : impl->workers)
+      asio::post(w->ctx, [wp = w.get()] {
+        for (auto* c : wp->connections) c->force_close();
+        wp->pool.clear();
+        wp->wheel.stop();
+      });
+    // Give the coroutines a moment to unwind after their sockets closed, then stop the loops.
+    auto hard = SteadyClock::now() + std::chrono::seconds(2);
+    while (impl->shared.active.load() > 0 && SteadyClock::now() < hard)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    for (auto& w : impl->workers) w->ctx.stop();
+  });
+}
+
+void ProxyServer::wait() {
+  {
+    std::unique_lock lock(impl_->mutex);
+    if (!impl_->started || impl_->stopped) return;
+  }
+  for (auto& w : impl_->workers)
+    if (w->thread.joinable()) w->thread.join();
+  if (impl_->drain_thread.joinable()) impl_->drain_thread.join();
+  std::lock_guard lock(impl_->mutex);
+  impl_->stopped = true;
+}
+
+ServerStats ProxyServer::stats() const {
+  const auto& s = impl_->shared;
+  return {s.accepted.load(), s.refused.load(), s.active.load(), s.requests.load(), s.upstream_errors.load()};
+}
+
+const Scenario& ProxyServer::scenario() const { return impl_->shared.runtime->scenario; }
+
+}  // namespace rproxy

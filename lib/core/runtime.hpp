@@ -1,0 +1,33 @@
+// Runtime is a Scenario compiled for serving: router, stage objects and balancers, built once and shared
+// read-only by every worker (balancers carry their own thread-safe state).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "core/balancer.hpp"
+#include "core/router.hpp"
+#include "rproxy/http_parser.hpp"
+#include "rproxy/scenario.hpp"
+#include "rproxy/stage.hpp"
+
+namespace rproxy {
+
+struct RouteRuntime {
+  const Route* spec = nullptr;
+  std::vector<std::unique_ptr<Stage>> stages;
+  std::unique_ptr<Balancer> balancer;
+};
+
+struct Runtime {
+  Scenario scenario;
+  std::vector<std::unique_ptr<Stage>> stages;  // scenario-wide, run before the route's
+  std::vector<RouteRuntime> routes;
+  std::unique_ptr<Router> router;
+  ParseLimits limits;
+};
+
+// build_runtime validates the scenario and instantiates its stages; throws ConfigError with every problem.
+std::shared_ptr<const Runtime> build_runtime(Scenario scenario);
+
+}  // namespace rproxy

@@ -1,0 +1,50 @@
+// Worker: one event loop on one thread, with what its connections share (deadline wheel, upstream pool).
+// ServerShared: what every worker shares (runtime, access log, counters), all thread-safe.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <unordered_set>
+
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+
+#include "core/access_log.hpp"
+#include "core/deadline.hpp"
+#include "core/runtime.hpp"
+#include "core/upstream_pool.hpp"
+
+namespace rproxy {
+
+class ClientConnection;
+
+struct ServerShared {
+  std::shared_ptr<const Runtime> runtime;
+  std::unique_ptr<AccessLogWriter> access_log;
+  std::atomic<bool> draining{false};
+  std::atomic<std::uint64_t> next_exchange_id{1};
+  std::atomic<std::uint64_t> accepted{0};
+  std::atomic<std::uint64_t> refused{0};
+  std::atomic<std::uint64_t> active{0};
+  std::atomic<std::uint64_t> requests{0};
+  std::atomic<std::uint64_t> upstream_errors{0};
+};
+
+struct Worker {
+  explicit Worker(ServerShared& s)
+      : ctx_owner(std::make_unique<asio::io_context>(1)), ctx(*ctx_owner), shared(s), wheel(ctx.get_executor()) {}
+  // The loop is destroyed first: destroying it destroys suspended connection coroutines, whose
+  // destructors still use the members below.
+  ~Worker() { ctx_owner.reset(); }
+  std::unique_ptr<asio::io_context> ctx_owner;
+  asio::io_context& ctx;
+  ServerShared& shared;
+  DeadlineWheel wheel;
+  UpstreamPool pool;
+  // Live connections, touched only on this worker's thread; used to close idle ones when draining.
+  std::unordered_set<ClientConnection*> connections;
+  std::thread thread;
+};
+
+}  // namespace rproxy

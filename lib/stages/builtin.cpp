@@ -1,0 +1,41 @@
+// The registry and the explicit list of built-in stages. Registration is a plain function call, never a
+// static initializer: objects nobody references are dropped from a static library by the linker, and the
+// order of this list is the order `rproxy stages` prints.
+#include <stdexcept>
+
+#include "rproxy/stage.hpp"
+#include "stages/headers.hpp"
+
+namespace rproxy {
+
+void StageRegistry::add(StageInfo info) {
+  // Two stages claiming one type is a programming error, not a config error: fail loudly at startup.
+  if (info.type.empty() || !info.factory)
+    throw std::logic_error("StageRegistry::add: stage needs a type and a factory");
+  if (find(info.type) != nullptr)
+    throw std::logic_error("StageRegistry::add: stage type registered twice: " + info.type);
+  stages_.push_back(std::move(info));
+}
+
+const StageInfo* StageRegistry::find(const std::string& type) const {
+  for (const auto& s : stages_)
+    if (s.type == type) return &s;
+  return nullptr;
+}
+
+void register_builtin_stages(StageRegistry& registry) {
+  registry.add(
+      {"headers", "set, add and remove request and response header fields", stages::HeadersStage::create});
+}
+
+const StageRegistry& builtin_stage_registry() {
+  // Built once, on first use (thread-safe since C++11), and immutable afterwards: no global mutable state.
+  static const StageRegistry registry = [] {
+    StageRegistry r;
+    register_builtin_stages(r);
+    return r;
+  }();
+  return registry;
+}
+
+}  // namespace rproxy

@@ -1,0 +1,34 @@
+#include <iostream>
+
+#include "cli.hpp"
+#include "common_flags.hpp"
+#include "run_scenario.hpp"
+
+namespace rproxy::cli {
+
+void setup_serve(CLI::App& app, CliState& state) {
+  auto flags = std::make_shared<CommonFlags>();
+  auto* sub = app.add_subcommand("serve", "Reverse-proxy local traffic to upstreams (a dev front door)");
+  flags->add_to(*sub);
+  sub->footer(
+      "Examples:\n"
+      "  rproxy serve --to http://127.0.0.1:3000\n"
+      "  rproxy serve --listen 127.0.0.1:9000 --route /api=http://127.0.0.1:3000 --route /=http://127.0.0.1:5173\n"
+      "  rproxy serve --listen 127.0.0.1:9000 --to http://127.0.0.1:3001 --to http://127.0.0.1:3002\n");
+  sub->callback([flags, &state] {
+    try {
+      auto scenario = flags->build();
+      if (flags->print_scenario) {
+        print_scenario(scenario);
+        state.exit_code = kExitOk;
+        return;
+      }
+      state.exit_code = run_scenario(scenario);
+    } catch (const ConfigError& e) {
+      report_config_error(e);
+      state.exit_code = kExitUsage;
+    }
+  });
+}
+
+}  // namespace rproxy::cli

@@ -1,0 +1,137 @@
+#include "common_flags.hpp"
+
+namespace rproxy::cli {
+
+void CommonFlags::add_to(CLI::App& sub) {
+  sub.add_option("--scenario", scenario_file, "Load this scenario JSON first; flags override it")
+      ->check(CLI::ExistingFile)->type_name("FILE");
+  sub.add_flag("--print-scenario", print_scenario, "Print the scenario these flags build, then exit 0");
+  sub.add_option("--listen", listen, "Listen address (repeatable) [listeners]; default 127.0.0.1:8080")
+      ->type_name("ADDR");
+  sub.add_option("--to", to, "Upstream URL for all paths (repeat to balance) [routes[].upstreams]")
+      ->type_name("URL");
+  sub.add_option("--route", routes, "PREFIX=URL[,URL...]: send a path prefix to upstreams (repeatable) [routes[]]")
+      ->type_name("PREFIX=URL");
+  sub.add_option("--balance", balance, "round_robin|least_conn|random|weighted [routes[].balance]")
+      ->check(CLI::IsMember({"round_robin", "least_conn", "random", "weighted"}))->type_name("POLICY");
+  sub.add_option("--host-header", host_header, "preserve|upstream: Host sent upstream [routes[].host_header]")
+      ->check(CLI::IsMember({"preserve", "upstream"}))->type_name("MODE");
+  sub.add_flag("--strip-prefix", strip_prefix, "Remove the --route prefix before forwarding [routes[].strip_prefix]");
+  sub.add_option("--connect-timeout", connect_timeout, "Upstream connect timeout, default 5s [routes[].connect_timeout]")
+      ->type_name("DURATION");
+  sub.add_option("--read-timeout", read_timeout, "Upstream response timeout, default 60s [routes[].read_timeout]")
+      ->type_name("DURATION");
+  sub.add_option("--max-conns", max_conns, "Concurrent client connections, default 1024 [limits.max_conns]")
+      ->type_name("N");
+  sub.add_option("--max-body", max_body, "Request body limit (413 beyond), 0 = none [limits.max_body]")
+      ->type_name("SIZE");
+  sub.add_option("--head-timeout", head_timeout, "Deadline for a whole request head (408), default 10s [limits.head_timeout]")
+      ->type_name("DURATION");
+  sub.add_option("--idle-timeout", idle_timeout, "Keep-alive idle timeout, default 75s [limits.idle_timeout]")
+      ->type_name("DURATION");
+  sub.add_option("--drain-timeout", drain_timeout, "Graceful stop budget, default 30s [limits.drain_timeout]")
+      ->type_name("DURATION");
+  sub.add_option("--access-log", access_log, "Access log file, or - for stderr [access_log.path]")->type_name("FILE|-");
+  sub.add_option("--log-format", log_format, "text|json [access_log.format]")
+      ->check(CLI::IsMember({"text", "json"}))->type_name("FORMAT");
+  sub.add_option("--seed", seed, "Seed for every random choice, default 1 [seed]")->type_name("N");
+  sub.add_option("--workers", workers, "Event loops, 0 = one per core [workers]")->type_name("N");
+}
+
+bool parse_route_flag(const std::string& text, std::string& prefix, std::vector<std::string>& urls) {
+  auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0) return false;
+  prefix = text.substr(0, eq);
+  urls.clear();
+  std::string rest = text.substr(eq + 1);
+  std::size_t pos = 0;
+  while (pos <= rest.size()) {
+    auto comma = rest.find(',', pos);
+    auto item = rest.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    if (item.empty()) return false;
+    urls.push_back(item);
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return !urls.empty();
+}
+
+Scenario CommonFlags::build() const {
+  Scenario s;
+  if (!scenario_file.empty()) s = load_scenario(scenario_file);
+  std::vector<std::string> problems;
+
+  auto url_of = [&](const std::string& flag, const std::string& text) {
+    UpstreamSpec u;
+    if (auto err = parse_url(text, u.url)) problems.push_back(flag + " " + text + ": " + *err);
+    return u;
+  };
+  auto duration_of = [&](const std::string& flag, const std::optional<std::string>& text, Millis& out) {
+    if (!text) return;
+    if (auto err = parse_duration(*text, out)) problems.push_back(flag + ": " + *err);
+  };
+
+  if (!listen.empty()) {
+    s.listeners.clear();
+    for (const auto& l : listen) {
+      ListenAddress a;
+      if (auto err = parse_listen_address(l, a)) problems.push_back("--listen " + l + ": " + *err);
+      s.listeners.push_back(a);
+    }
+  }
+  if (!to.empty() || !routes.empty()) {
+    s.routes.clear();
+    for (const auto& r : routes) {
+      std::string prefix;
+      std::vector<std::string> urls;
+      if (!parse_route_flag(r, prefix, urls)) {
+        problems.push_back("--route " + r + ": expected PREFIX=URL[,URL...], e.g. /api=http://127.0.0.1:3000");
+        continue;
+      }
+      Route route;
+      route.name = prefix;
+      route.match.path_prefix = prefix;
+      route.strip_prefix = strip_prefix;
+      for (const auto& u : urls) route.upstreams.push_back(url_of("--route", u));
+      s.routes.push_back(std::move(route));
+    }
+    if (!to.empty()) {
+      Route route;
+      route.name = "default";
+      for (const auto& u : to) route.upstreams.push_back(url_of("--to", u));
+      s.routes.push_back(std::move(route));
+    }
+  }
+  for (auto& route : s.routes) {
+    if (balance) {
+      static const std::map<std::string, Balance> kBalance{{"round_robin", Balance::RoundRobin},
+                                                           {"least_conn", Balance::LeastConn},
+                                                           {"random", Balance::Random},
+                                                           {"weighted", Balance::Weighted}};
+      route.balance = kBalance.at(*balance);
+    }
+    if (host_header) route.host_header = *host_header == "upstream" ? HostHeader::Upstream : HostHeader::Preserve;
+    duration_of("--connect-timeout", connect_timeout, route.connect_timeout);
+    duration_of("--read-timeout", read_timeout, route.read_timeout);
+  }
+  if (max_conns) s.limits.max_conns = *max_conns;
+  if (max_body) {
+    if (auto err = parse_size(*max_body, s.limits.max_body)) problems.push_back("--max-body: " + *err);
+  }
+  duration_of("--head-timeout", head_timeout, s.limits.head_timeout);
+  duration_of("--idle-timeout", idle_timeout, s.limits.idle_timeout);
+  duration_of("--drain-timeout", drain_timeout, s.limits.drain_timeout);
+  if (access_log) s.access_log.path = *access_log;
+  if (log_format) s.access_log.format = *log_format;
+  if (seed) s.seed = *seed;
+  if (workers) s.workers = *workers;
+  if (s.routes.empty() && problems.empty())
+    problems.push_back("no upstream: give --to URL, --route PREFIX=URL or --scenario FILE");
+  if (!problems.empty()) throw ConfigError(problems);
+  // Flags produce the same model a file does, so they get the same validation.
+  auto more = validate_scenario(s);
+  if (!more.empty()) throw ConfigError(more);
+  return s;
+}
+
+}  // namespace rproxy::cli

@@ -1,0 +1,44 @@
+// Flags every proxying subcommand shares. Each flag maps to exactly one scenario key (documented in its
+// help text); apply() layers the flags given on the command line over a base scenario.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "rproxy/scenario.hpp"
+
+namespace rproxy::cli {
+
+struct CommonFlags {
+  std::string scenario_file;
+  bool print_scenario = false;
+  std::vector<std::string> listen;
+  std::vector<std::string> to;
+  std::vector<std::string> routes;
+  std::optional<std::string> balance;
+  std::optional<std::string> host_header;
+  bool strip_prefix = false;
+  std::optional<std::string> connect_timeout;
+  std::optional<std::string> read_timeout;
+  std::optional<std::uint32_t> max_conns;
+  std::optional<std::string> max_body;
+  std::optional<std::string> head_timeout;
+  std::optional<std::string> idle_timeout;
+  std::optional<std::string> drain_timeout;
+  std::optional<std::string> access_log;
+  std::optional<std::string> log_format;
+  std::optional<std::uint64_t> seed;
+  std::optional<unsigned> workers;
+
+  void add_to(CLI::App& sub);
+  // build loads --scenario (if any) and applies the flags; throws ConfigError naming flags or JSON paths.
+  Scenario build() const;
+};
+
+// parse_route_flag splits "PREFIX=URL[,URL...]" into prefix and URLs.
+bool parse_route_flag(const std::string& text, std::string& prefix, std::vector<std::string>& urls);
+
+}  // namespace rproxy::cli

@@ -1,0 +1,86 @@
+#include "run_scenario.hpp"
+
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+#include <system_error>
+#include <thread>
+
+#include "rproxy/proxy_server.hpp"
+
+namespace rproxy::cli {
+
+void report_config_error(const ConfigError& e) {
+  for (const auto& p : e.problems()) std::cerr << "rproxy: error: " << p << "\n";
+}
+
+void print_scenario(const Scenario& scenario) { std::cout << scenario_to_json(scenario).dump(2) << "\n"; }
+
+namespace {
+std::string describe_match(const Route& r) {
+  std::string m;
+  if (r.match.host) m += *r.match.host;
+  if (r.match.path) m += *r.match.path;
+  else if (r.match.path_prefix) m += *r.match.path_prefix + (r.match.path_prefix->back() == '/' ? "*" : "/*");
+  else m += "/*";
+  for (const auto& method : r.match.methods) m += " " + method;
+  return m;
+}
+}  // namespace
+
+int run_scenario(const Scenario& scenario) {
+  // Signals are taken synchronously by this thread; block them before any server thread exists so
+  // that no worker thread receives them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  std::unique_ptr<ProxyServer> server;
+  try {
+    server = std::make_unique<ProxyServer>(scenario);
+    server->start();
+  } catch (const ConfigError& e) {
+    report_config_error(e);
+    return 2;
+  } catch (const std::system_error& e) {
+    std::cerr << "rproxy: error: " << e.what() << "\n";
+    return 1;
+  }
+  auto ports = server->ports();
+  for (std::size_t i = 0; i < ports.size(); ++i) {
+    auto l = scenario.listeners[i];
+    l.port = ports[i];
+    std::cerr << "rproxy: listening on http://" << l.to_string() << "\n";
+  }
+  for (const auto& r : scenario.routes) {
+    std::string ups;
+    for (const auto& u : r.upstreams) ups += (ups.empty() ? "" : ", ") + u.url.text;
+    std::cerr << "rproxy:   " << describe_match(r) << " -> " << ups
+              << (r.upstreams.size() > 1 ? " (" + to_string(r.balance) + ")" : "") << "\n";
+  }
+  std::cerr.flush();
+
+  int sig = 0;
+  sigwait(&set, &sig);
+  std::cerr << "rproxy: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", draining (up to "
+            << format_duration(scenario.limits.drain_timeout) << "; signal again to stop at once)\n";
+  server->stop();
+  // A second signal while draining stops at once.
+  std::thread([set]() mutable {
+    int s2 = 0;
+    sigwait(&set, &s2);
+    std::cerr << "rproxy: stopping now\n";
+    std::_Exit(1);
+  }).detach();
+  server->wait();
+  auto st = server->stats();
+  std::cerr << "rproxy: stopped after " << st.requests << " requests on " << st.connections_accepted
+            << " connections\n";
+  return 0;
+}
+
+}  // namespace rproxy::cli
