@@ -29,8 +29,10 @@ struct EchoFlags {
 };
 
 std::optional<std::string> parse_int(const std::string& text, long lo, long hi, int& out) {
-  auto error = "expected an integer from " + std::to_string(lo) + " to " + std::to_string(hi) + ", got \"" + text + "\"";
-  if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string::npos) return error;
+  auto error = "expected an integer from " + std::to_string(lo) + " to " + std::to_string(hi) + ", got \"" +
+               text + "\"";
+  if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string::npos)
+    return error;
   auto value = std::stol(text);
   if (value < lo || value > hi) return error;
   out = static_cast<int>(value);
@@ -123,7 +125,8 @@ int run_echo(const EchoFlags& flags) {
 }  // namespace
 
 void setup_echo(CLI::App& app, CliState& state) {
-  auto* cmd = app.add_subcommand("echo", "a built-in upstream that answers with a JSON description of the request");
+  auto* cmd =
+      app.add_subcommand("echo", "a built-in upstream that answers with a JSON description of the request");
   auto flags = std::make_shared<EchoFlags>();
   cmd->add_option("--listen", flags->listen, "address to listen on: 127.0.0.1:3000, [::1]:3000 or :3000")
       ->capture_default_str();
@@ -133,9 +136,11 @@ void setup_echo(CLI::App& app, CliState& state) {
       ->capture_default_str();
   cmd->add_option("--status", flags->status, "default response status, 200-599 (query: status=)")
       ->capture_default_str();
-  cmd->add_option("--body-size", flags->body_size,
-                  "answer with this many payload bytes instead of JSON, e.g. 1048576 or 10MiB (query: size=)");
-  cmd->add_option("--sse", flags->sse, "answer with an event stream of N events (query: sse=)")->capture_default_str();
+  cmd->add_option(
+      "--body-size", flags->body_size,
+      "answer with this many payload bytes instead of JSON, e.g. 1048576 or 10MiB (query: size=)");
+  cmd->add_option("--sse", flags->sse, "answer with an event stream of N events (query: sse=)")
+      ->capture_default_str();
   cmd->add_option("--sse-interval", flags->sse_interval, "time between events, e.g. 100ms (query: interval=)")
       ->capture_default_str();
   cmd->callback([flags, &state] { state.exit_code = run_echo(*flags); });

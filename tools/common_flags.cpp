@@ -1,5 +1,7 @@
 #include "common_flags.hpp"
 
+#include <cctype>
+
 namespace rproxy::cli {
 
 void CommonFlags::add_to(CLI::App& sub) {
@@ -36,6 +38,18 @@ void CommonFlags::add_to(CLI::App& sub) {
       ->check(CLI::IsMember({"text", "json"}))->type_name("FORMAT");
   sub.add_option("--seed", seed, "Seed for every random choice, default 1 [seed]")->type_name("N");
   sub.add_option("--workers", workers, "Event loops, 0 = one per core [workers]")->type_name("N");
+}
+
+std::string route_name_for_prefix(const std::string& prefix) {
+  std::string name;
+  for (char c : prefix) {
+    bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+    if (ok) name += c;
+    else if (!name.empty() && name.back() != '_') name += '_';
+  }
+  while (!name.empty() && name.back() == '_') name.pop_back();
+  if (name.empty()) name = "root";
+  return name.substr(0, 64);
 }
 
 bool parse_route_flag(const std::string& text, std::string& prefix, std::vector<std::string>& urls) {
@@ -89,7 +103,7 @@ Scenario CommonFlags::build() const {
         continue;
       }
       Route route;
-      route.name = prefix;
+      route.name = route_name_for_prefix(prefix);
       route.match.path_prefix = prefix;
       route.strip_prefix = strip_prefix;
       for (const auto& u : urls) route.upstreams.push_back(url_of("--route", u));

@@ -1,13 +1,13 @@
 #include "echo_server.hpp"
 
 #include <arpa/inet.h>
+#include <httplib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/evp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <atomic>
@@ -16,16 +16,13 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
 #include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
-
-#include <httplib.h>
-
-#include <nlohmann/json.hpp>
 
 #include "rproxy/scenario.hpp"
 
@@ -40,25 +37,30 @@ constexpr std::size_t kRecvChunk = 16 * 1024;
 // httplib has no limit on the header section; ours keeps one hostile client from holding unbounded memory.
 constexpr std::size_t kMaxHeadBytes = 1024 * 1024;
 constexpr std::size_t kPayloadBlock = 64 * 1024;
-constexpr std::string_view kPayloadAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+constexpr std::string_view kPayloadAlphabet =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 static_assert(kPayloadAlphabet.size() == 64 && kPayloadBlock % 64 == 0);
-// Past this many connection threads the accept loop waits for one to finish (the kernel backlog holds the rest).
+// Past this many connection threads the accept loop waits for one to finish (the kernel backlog holds the
+// rest).
 constexpr std::size_t kMaxConnectionThreads = 1024;
 constexpr std::size_t kKeepAliveMaxCount = 1000;  // never 0: httplib's assert is compiled out
 constexpr time_t kKeepAliveTimeoutSec = 15;
 // Generous read/write timeouts: tests stall clients on purpose and SSE streams sit idle between events.
 constexpr time_t kIoTimeoutSec = 60;
-// A WebSocket session may be idle for a long time legitimately, but a vanished peer must not pin a thread forever.
+// A WebSocket session may be idle for a long time legitimately, but a vanished peer must not pin a thread
+// forever.
 constexpr milliseconds kWebSocketIdle{10 * 60 * 1000};
 constexpr std::string_view kWebSocketGuid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 // ---- small ASCII helpers (HTTP tokens are ASCII and compare case-insensitively) ----
 
-char ascii_lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char ascii_lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return ascii_lower(x) == ascii_lower(y); });
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(),
+                                            [](char x, char y) { return ascii_lower(x) == ascii_lower(y); });
 }
 
 std::string_view trim_ows(std::string_view s) {
@@ -72,7 +74,9 @@ bool is_tchar(char c) {
   return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
 }
 
-bool is_token(std::string_view s) { return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar); }
+bool is_token(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), is_tchar);
+}
 
 bool has_forbidden_value_char(std::string_view s) {
   return s.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
@@ -101,7 +105,9 @@ bool parse_u64(std::string_view s, std::uint64_t& out) {
   return true;
 }
 
-std::string in_quotes(std::string_view s) { return "\"" + std::string(s) + "\""; }
+std::string in_quotes(std::string_view s) {
+  return "\"" + std::string(s) + "\"";
+}
 
 std::string dump_json(const Json& doc) {
   // Raw header values and targets may carry non-UTF-8 bytes; JSON cannot, so they become U+FFFD.
@@ -142,7 +148,8 @@ struct RawHead {
   }
   bool has_token(std::string_view name, std::string_view token) const {
     bool found = false;
-    for_each_list_element(joined(name), [&](std::string_view element) { found = found || iequals(element, token); });
+    for_each_list_element(joined(name),
+                          [&](std::string_view element) { found = found || iequals(element, token); });
     return found;
   }
 };
@@ -165,7 +172,8 @@ std::optional<HeadError> parse_raw_head(std::string_view raw, RawHead& out) {
   out.target = std::string(line.substr(sp1 + 1, sp2 - sp1 - 1));
   out.version = std::string(line.substr(sp2 + 1));
   if (!is_token(out.method)) return HeadError{400, "malformed method"};
-  if (out.target.empty() || has_forbidden_value_char(out.target)) return HeadError{400, "malformed request target"};
+  if (out.target.empty() || has_forbidden_value_char(out.target))
+    return HeadError{400, "malformed request target"};
   if (out.version != "HTTP/1.1" && out.version != "HTTP/1.0")
     return HeadError{505, "only HTTP/1.0 and HTTP/1.1 are supported"};
 
@@ -220,8 +228,12 @@ class ConnStream final : public httplib::Stream {
   }
   bool write_all(std::string_view s) { return write(s.data(), s.size()) == static_cast<ssize_t>(s.size()); }
 
-  void get_remote_ip_and_port(std::string& ip, int& port) const override { address_of(::getpeername, ip, port); }
-  void get_local_ip_and_port(std::string& ip, int& port) const override { address_of(::getsockname, ip, port); }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    address_of(::getpeername, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    address_of(::getsockname, ip, port);
+  }
   socket_t socket() const override { return fd_; }
 
   enum class HeadStatus { Ready, Closed, TooLarge };
@@ -433,8 +445,9 @@ struct Framing {
 // misread: unknown transfer codings, garbage or conflicting Content-Length values.
 std::optional<HeadError> request_framing(const RawHead& head, Framing& out) {
   if (head.count("Transfer-Encoding") > 0) {
-    auto te = trim_ows(head.joined("Transfer-Encoding"));
-    if (!iequals(te, "chunked")) return HeadError{501, "unsupported Transfer-Encoding " + in_quotes(te)};
+    const std::string te = head.joined("Transfer-Encoding");
+    if (!iequals(trim_ows(te), "chunked"))
+      return HeadError{501, "unsupported Transfer-Encoding " + in_quotes(te)};
     out.kind = Framing::Kind::Chunked;
     // Both framings present: chunked wins, and the connection must not be reused (RFC 9112 §6.3).
     out.close_after = head.count("Content-Length") > 0;
@@ -485,8 +498,8 @@ std::optional<std::string> parse_int_in(const std::string& name, const std::stri
                                         std::uint64_t hi, int& out) {
   std::uint64_t v = 0;
   if (!parse_u64(text, v) || v < lo || v > hi)
-    return name + ": expected an integer from " + std::to_string(lo) + " to " + std::to_string(hi) + ", got " +
-           in_quotes(text);
+    return name + ": expected an integer from " + std::to_string(lo) + " to " + std::to_string(hi) +
+           ", got " + in_quotes(text);
   out = static_cast<int>(v);
   return std::nullopt;
 }
@@ -548,16 +561,22 @@ void mark_close(const httplib::Request& req) {
 
 // The methods httplib routes to handlers; anything else is renamed before httplib parses the head.
 bool is_routable_method(std::string_view m) {
-  return m == "GET" || m == "HEAD" || m == "POST" || m == "PUT" || m == "PATCH" || m == "DELETE" || m == "OPTIONS";
+  return m == "GET" || m == "HEAD" || m == "POST" || m == "PUT" || m == "PATCH" || m == "DELETE" ||
+         m == "OPTIONS";
 }
 
 std::string status_reason(int status) {
   switch (status) {
-    case 400: return "Bad Request";
-    case 426: return "Upgrade Required";
-    case 431: return "Request Header Fields Too Large";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Error";
+    case 400:
+      return "Bad Request";
+    case 426:
+      return "Upgrade Required";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Error";
   }
 }
 
@@ -832,18 +851,17 @@ class EchoHttpServer final : public httplib::Server {
     constexpr auto kCycle = kPayloadAlphabet.size();
     if (chunked) {
       // The provider is called again until done(); offset counts the bytes written so far.
-      res.set_chunked_content_provider("application/octet-stream",
-                                       [block, size](std::size_t offset, httplib::DataSink& sink) {
-                                         if (offset >= size) {
-                                           sink.done();  // never write 0 bytes: that ends without 0\r\n\r\n
-                                           return true;
-                                         }
-                                         auto n = static_cast<std::size_t>(std::min<std::uint64_t>(
-                                             size - offset, kPayloadBlock));
-                                         if (!sink.write(block->data() + offset % kCycle, n)) return false;
-                                         if (offset + n >= size) sink.done();
-                                         return true;
-                                       });
+      res.set_chunked_content_provider(
+          "application/octet-stream", [block, size](std::size_t offset, httplib::DataSink& sink) {
+            if (offset >= size) {
+              sink.done();  // never write 0 bytes: that ends without 0\r\n\r\n
+              return true;
+            }
+            auto n = static_cast<std::size_t>(std::min<std::uint64_t>(size - offset, kPayloadBlock));
+            if (!sink.write(block->data() + offset % kCycle, n)) return false;
+            if (offset + n >= size) sink.done();
+            return true;
+          });
     } else if (size == 0) {
       res.set_content(std::string(), "application/octet-stream");
     } else {
@@ -900,11 +918,14 @@ class EchoHttpServer final : public httplib::Server {
       return write_raw_error(strm, 400, "a WebSocket upgrade needs GET, HTTP/1.1 and Connection: Upgrade");
     auto version = head.get("Sec-WebSocket-Version");
     if (!version || *version != "13")
-      return write_raw_error(strm, 426, "only WebSocket version 13 is supported", "Sec-WebSocket-Version: 13\r\n");
+      return write_raw_error(strm, 426, "only WebSocket version 13 is supported",
+                             "Sec-WebSocket-Version: 13\r\n");
     auto key = head.get("Sec-WebSocket-Key");
-    if (!key || key->size() != 24) return write_raw_error(strm, 400, "missing or malformed Sec-WebSocket-Key");
+    if (!key || key->size() != 24)
+      return write_raw_error(strm, 400, "missing or malformed Sec-WebSocket-Key");
 
-    std::string response = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
+    std::string response =
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n";
     response += "Sec-WebSocket-Accept: " + websocket_accept_key(*key) + "\r\n";
     // Clients that insist on a subprotocol get the first one they offered: the echo speaks all of them.
     std::optional<std::string> protocol;
@@ -927,7 +948,10 @@ class EchoHttpServer final : public httplib::Server {
     for (;;) {
       char raw[14];
       if (!strm.read_exact(raw, 2, kWebSocketIdle)) return;
-      std::size_t header_size = 2 + ((raw[1] & 0x7f) == 126 ? 2 : (raw[1] & 0x7f) == 127 ? 8 : 0) +
+      std::size_t header_size = 2 +
+                                ((raw[1] & 0x7f) == 126   ? 2
+                                 : (raw[1] & 0x7f) == 127 ? 8
+                                                          : 0) +
                                 ((raw[1] & 0x80) ? 4 : 0);
       if (!strm.read_exact(raw + 2, header_size - 2, io_timeout)) return;
       WebSocketFrameHeader h;
@@ -958,7 +982,8 @@ class EchoHttpServer final : public httplib::Server {
       } else if (h.opcode == WebSocketOpcode::Close) {
         // Echo the status code (not the reason) and end the session; the caller shuts the socket down.
         if (payload.size() == 1) return send_close(1002);
-        strm.write_all(websocket_server_frame(WebSocketOpcode::Close, std::string_view(payload).substr(0, 2)));
+        strm.write_all(
+            websocket_server_frame(WebSocketOpcode::Close, std::string_view(payload).substr(0, 2)));
         return;
       }
       // Pong: unsolicited pongs are allowed and ignored.
@@ -990,7 +1015,9 @@ class EchoServer::Impl {
 
 EchoServer::EchoServer(EchoOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
 
-EchoServer::~EchoServer() { stop(); }
+EchoServer::~EchoServer() {
+  stop();
+}
 
 void EchoServer::start() {
   std::lock_guard lock(impl_->lifecycle_mutex);
@@ -1002,7 +1029,8 @@ void EchoServer::start() {
                             : (server.bind_to_port(opts.host, opts.port) ? opts.port : -1);
   if (port < 0) {
     auto where = format_address(opts.host, opts.port);
-    throw std::runtime_error("cannot listen on " + where + (errno ? ": " + std::string(std::strerror(errno)) : ""));
+    throw std::runtime_error("cannot listen on " + where +
+                             (errno ? ": " + std::string(std::strerror(errno)) : ""));
   }
   // httplib listens with a backlog of 5; a burst of connects would stall for a SYN retransmit (≈1 s).
   ::listen(server.listen_fd(), SOMAXCONN);
@@ -1022,9 +1050,13 @@ void EchoServer::start() {
   impl_->started = true;
 }
 
-std::uint16_t EchoServer::port() const { return impl_->port; }
+std::uint16_t EchoServer::port() const {
+  return impl_->port;
+}
 
-const EchoOptions& EchoServer::options() const { return impl_->server.options(); }
+const EchoOptions& EchoServer::options() const {
+  return impl_->server.options();
+}
 
 void EchoServer::stop() {
   std::lock_guard lock(impl_->lifecycle_mutex);
@@ -1037,17 +1069,24 @@ void EchoServer::stop() {
 
 // ---- payload ----
 
-char echo_payload_byte(std::uint64_t offset) { return kPayloadAlphabet[offset % kPayloadAlphabet.size()]; }
+char echo_payload_byte(std::uint64_t offset) {
+  return kPayloadAlphabet[offset % kPayloadAlphabet.size()];
+}
 
 // ---- hashing ----
 
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
-  if (!ctx_ || EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1) throw std::runtime_error("EVP sha256 init");
+  if (!ctx_ || EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1)
+    throw std::runtime_error("EVP sha256 init");
 }
 
-Sha256::~Sha256() { EVP_MD_CTX_free(ctx_); }
+Sha256::~Sha256() {
+  EVP_MD_CTX_free(ctx_);
+}
 
-void Sha256::update(const void* data, std::size_t size) { EVP_DigestUpdate(ctx_, data, size); }
+void Sha256::update(const void* data, std::size_t size) {
+  EVP_DigestUpdate(ctx_, data, size);
+}
 
 std::string Sha256::hex_digest() {
   unsigned char digest[EVP_MAX_MD_SIZE];
@@ -1090,10 +1129,12 @@ std::string websocket_frame_header(bool fin, WebSocketOpcode opcode, std::uint64
     out.push_back(static_cast<char>(mask_bit | payload_size));
   } else if (payload_size <= 0xffff) {
     out.push_back(static_cast<char>(mask_bit | 126));
-    for (int shift = 8; shift >= 0; shift -= 8) out.push_back(static_cast<char>((payload_size >> shift) & 0xff));
+    for (int shift = 8; shift >= 0; shift -= 8)
+      out.push_back(static_cast<char>((payload_size >> shift) & 0xff));
   } else {
     out.push_back(static_cast<char>(mask_bit | 127));
-    for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>((payload_size >> shift) & 0xff));
+    for (int shift = 56; shift >= 0; shift -= 8)
+      out.push_back(static_cast<char>((payload_size >> shift) & 0xff));
   }
   if (mask_key) out.append(reinterpret_cast<const char*>(mask_key->data()), mask_key->size());
   return out;
@@ -1110,8 +1151,8 @@ std::string websocket_server_frame(WebSocketOpcode opcode, std::string_view payl
   return out;
 }
 
-std::string websocket_client_frame(WebSocketOpcode opcode, std::string_view payload, const WebSocketMask& mask_key,
-                                   bool fin) {
+std::string websocket_client_frame(WebSocketOpcode opcode, std::string_view payload,
+                                   const WebSocketMask& mask_key, bool fin) {
   auto out = websocket_frame_header(fin, opcode, payload.size(), &mask_key);
   auto at = out.size();
   out.append(payload);
@@ -1137,7 +1178,8 @@ FrameDecodeStatus decode_websocket_header(std::string_view data, WebSocketFrameH
   h.payload_size = len7;
   if (ext > 0) {
     h.payload_size = 0;
-    for (std::size_t i = 0; i < ext; ++i) h.payload_size = (h.payload_size << 8) | static_cast<std::uint8_t>(data[2 + i]);
+    for (std::size_t i = 0; i < ext; ++i)
+      h.payload_size = (h.payload_size << 8) | static_cast<std::uint8_t>(data[2 + i]);
   }
   if (h.payload_size >> 63) return FrameDecodeStatus::Invalid;
   if ((op & 0x8) && (!h.fin || h.payload_size > 125)) return FrameDecodeStatus::Invalid;
@@ -1147,7 +1189,8 @@ FrameDecodeStatus decode_websocket_header(std::string_view data, WebSocketFrameH
   return FrameDecodeStatus::Complete;
 }
 
-FrameDecodeStatus decode_websocket_frame(std::string_view data, WebSocketFrame& frame, std::size_t& consumed) {
+FrameDecodeStatus decode_websocket_frame(std::string_view data, WebSocketFrame& frame,
+                                         std::size_t& consumed) {
   WebSocketFrameHeader h;
   auto status = decode_websocket_header(data, h);
   if (status != FrameDecodeStatus::Complete) return status;

@@ -25,11 +25,16 @@ struct EchoOptions {
   std::chrono::milliseconds delay{0};
   int status = 200;
   std::optional<std::uint64_t> body_size{};  // set = answer with this many payload bytes instead of JSON
-  int sse_events = 0;                      // > 0 = answer with an event stream
+  int sse_events = 0;                        // > 0 = answer with an event stream
   std::chrono::milliseconds sse_interval{1000};
 };
 
 // EchoServer owns a listening socket and its threads. Every public method may be called from any thread.
+//
+// The JSON answer: {"name", "method", "target", "path", "query", "version", "headers": [[name, value], ...],
+// "body_size", "body_sha256", "remote_addr"}. Everything comes from the raw request head: target, path and
+// query are never percent-decoded, headers keep wire order, duplicates and spelling. Every response also
+// carries X-Echo-Name. SSE events are numbered 1..N; event i is due (i-1) intervals after the headers.
 //
 // Per-request query parameters:
 //   status=503            response status (200-599)

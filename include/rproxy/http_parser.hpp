@@ -70,6 +70,7 @@ class ChunkedDecoder {
   int digits_ = 0;
   std::size_t line_len_ = 0;
   std::size_t trailer_bytes_ = 0;
+  std::string ext_;  // current chunk extension or trailer line, validated when it ends
   std::string error_;
 };
 

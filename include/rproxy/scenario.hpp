@@ -44,11 +44,15 @@ struct ListenAddress {
 };
 std::optional<std::string> parse_listen_address(const std::string& text, ListenAddress& out);
 
-// Duration strings: "250ms", "2s", "1m", "0". Returns an error message or nullopt.
+// Duration strings: "250ms", "2s", "1.5s", "1m", "2h", "0"; whole milliseconds, at most 8760h. A bare number
+// other than 0 is an error. Returns an error message or nullopt.
 std::optional<std::string> parse_duration(const std::string& text, Millis& out);
+// format_duration prints the largest unit that divides exactly ("2s", "1m", "1500ms"; zero is "0s"), so the
+// output always parses back to the same value.
 std::string format_duration(Millis d);
 
-// Byte sizes: "1048576", "64KiB", "10MiB", "1GiB", "0" (= unlimited where documented).
+// Byte sizes: "1048576", "512B", "1KB" (1000), "64KiB" (1024), "10MiB", "1.5GiB", "0" (= unlimited where
+// documented). Units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB; the result must be whole bytes.
 std::optional<std::string> parse_size(const std::string& text, std::uint64_t& out);
 
 struct UpstreamSpec {

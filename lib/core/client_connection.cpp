@@ -134,6 +134,15 @@ struct ClientConnection::Impl {
   awaitable<std::size_t> read_client(SteadyClock::duration timeout) {
     if (closed) co_return 0;
     client_deadline.arm(timeout);
+    if (in.empty()) {
+      // Wait for readability before allocating a read buffer: thousands of idle keep-alive
+      // connections then cost no buffer memory.
+      auto [wec] = co_await client.async_wait(tcp::socket::wait_read, use_nothrow);
+      if (wec || closed) {
+        client_deadline.disarm();
+        co_return 0;
+      }
+    }
     auto old = in.size();
     in.resize(old + kReadChunk);
     auto [ec, n] = co_await client.async_read_some(asio::buffer(in.data() + old, kReadChunk), use_nothrow);
@@ -288,7 +297,9 @@ struct ClientConnection::Impl {
 
   // ---- responses rproxy writes itself ---------------------------------------------------------------
 
-  awaitable<bool> send_local(Exchange& ex, LocalResponse r, bool keep_alive, std::size_t& bytes_out) {
+  // Coroutine parameters are references to caller-owned objects, and co_await never appears inside a
+  // larger expression: g++ 12 miscompiles both patterns (frames resumed after completion).
+  awaitable<bool> send_local(Exchange& ex, LocalResponse& r, bool keep_alive, std::size_t& bytes_out) {
     ResponseHead head;
     head.status = r.status;
     head.reason = std::string(reason_phrase(r.status));
@@ -300,22 +311,27 @@ struct ClientConnection::Impl {
     if (!keep_alive) head.headers.set("Connection", "close");
     auto wire = serialize(head);
     bytes_out = bodyless ? 0 : r.body.size();
-    if (bodyless) co_return co_await write_client(asio::buffer(wire));
-    co_return co_await write_client(asio::buffer(wire), asio::buffer(r.body));
+    bool ok = false;
+    if (bodyless) {
+      ok = co_await write_client(asio::buffer(wire));
+    } else {
+      ok = co_await write_client(asio::buffer(wire), asio::buffer(r.body));
+    }
+    co_return ok;
   }
 
   // Error path before a request could even be parsed: answer and close.
-  awaitable<void> reject(int status, const std::string& code, const std::string& message, const std::string& method,
-                         const std::string& target) {
+  awaitable<void> reject(int status, const char* code, std::string_view message, std::string_view method,
+                         std::string_view target) {
     Exchange ex;
-    ex.request.method = method;
-    auto r = error_response(status, code, message);
+    ex.request.method = std::string(method);
+    auto r = error_response(status, code, std::string(message));
     std::size_t out = 0;
     auto start = std::chrono::system_clock::now();
-    co_await send_local(ex, std::move(r), false, out);
-    log_exchange(start, SteadyClock::now(), method.empty() ? "-" : method, target.empty() ? "-" : target, status, 0,
-                 out, "", "", code);
-    if (status != 408) log_line("rproxy: " + std::to_string(status) + " from " + client_ip + ": " + message);
+    co_await send_local(ex, r, false, out);
+    log_exchange(start, SteadyClock::now(), method.empty() ? "-" : std::string(method),
+                 target.empty() ? "-" : std::string(target), status, 0, out, "", "", code);
+    if (status != 408) log_line("rproxy: " + std::to_string(status) + " from " + client_ip + ": " + std::string(message));
     // Lingering close: stop reading only after the peer has our answer, so it is not lost to an RST
     // caused by unread request bytes.
     co_await lingering_close();
@@ -502,7 +518,10 @@ struct ClientConnection::Impl {
         ex.request = std::move(req);
         status = 417;
         error_code = cause::kExpectation;
-        co_await send_local(ex, error_response(417, cause::kExpectation, "unsupported Expect value"), false, bytes_out);
+        {
+        auto err = error_response(417, cause::kExpectation, "unsupported Expect value");
+        co_await send_local(ex, err, false, bytes_out);
+      }
         co_return finish(false);
       }
       expect_continue = framing.kind != BodyFraming::Kind::None;
@@ -511,8 +530,10 @@ struct ClientConnection::Impl {
       ex.request = std::move(req);
       status = 413;
       error_code = cause::kBodyTooLarge;
-      co_await send_local(ex, error_response(413, cause::kBodyTooLarge, "request body exceeds the configured limit"),
-                          false, bytes_out);
+      {
+        auto err = error_response(413, cause::kBodyTooLarge, "request body exceeds the configured limit");
+        co_await send_local(ex, err, false, bytes_out);
+      }
       co_return finish(false);
     }
 
@@ -557,8 +578,8 @@ struct ClientConnection::Impl {
     if (local) {
       // The request body was not read: close unless there was none.
       if (framing.kind != BodyFraming::Kind::None) keep_alive = false;
-      co_return finish(co_await respond_locally(ex, stages, ran, std::move(*local), body, keep_alive, status,
-                                                bytes_out, error_code));
+      bool keep = co_await respond_locally(ex, stages, ran, *local, body, keep_alive, status, bytes_out, error_code);
+      co_return finish(keep);
     }
 
     const auto& route_rt = rt->routes[static_cast<std::size_t>(ri)];
@@ -591,8 +612,9 @@ struct ClientConnection::Impl {
                                                   : cause::kConnectFailed;
       log_line("rproxy: " + std::to_string(st) + " " + ex.request.method + " " + log_target + ": " + detail);
       if (framing.kind != BodyFraming::Kind::None) keep_alive = false;
-      co_return finish(co_await respond_locally(ex, stages, ran, error_response(st, error_code, detail), body,
-                                                keep_alive, status, bytes_out, error_code));
+      auto err = error_response(st, error_code, detail);
+      bool keep = co_await respond_locally(ex, stages, ran, err, body, keep_alive, status, bytes_out, error_code);
+      co_return finish(keep);
     }
 
     balancer.begin(ui);
@@ -641,16 +663,26 @@ struct ClientConnection::Impl {
         auto sent = co_await forward_request_body(framing, req_out, expect_continue, route.read_timeout, bytes_in);
         if (sent == BodySend::ClientFailed) {
           drop_upstream();
-          status = 400;
-          error_code = cause::kBadRequest;
+          auto [st, msg] = body_error;
+          if (st == 0) co_return finish(false);
+          status = st;
+          error_code = st == 408 ? cause::kTimeout : cause::kBadRequest;
+          log_line("rproxy: " + std::to_string(st) + " from " + client_ip + ": " + msg);
+          {
+        auto err = error_response(st, error_code, msg);
+        co_await send_local(ex, err, false, bytes_out);
+      }
+          co_await lingering_close();
           co_return finish(false);
         }
         if (sent == BodySend::TooLarge) {
           drop_upstream();
           status = 413;
           error_code = cause::kBodyTooLarge;
-          co_await send_local(ex, error_response(413, cause::kBodyTooLarge, "request body exceeds the configured limit"),
-                              false, bytes_out);
+          {
+        auto err = error_response(413, cause::kBodyTooLarge, "request body exceeds the configured limit");
+        co_await send_local(ex, err, false, bytes_out);
+      }
           co_return finish(false);
         }
         ok = sent == BodySend::Ok;
@@ -664,7 +696,10 @@ struct ClientConnection::Impl {
         fail_detail = "upstream " + url.text + " closed the connection while the request was sent";
       }
       bool nothing_received = upstream && upstream->buf.empty();
-      if (attempt == 0 && reused && !body_started && nothing_received && fail_code == cause::kUpstreamClosed) {
+      bool idempotent = ex.request.method == "GET" || ex.request.method == "HEAD" ||
+                        ex.request.method == "OPTIONS" || ex.request.method == "PUT" || ex.request.method == "DELETE";
+      if (attempt == 0 && reused && idempotent && !body_started && nothing_received &&
+          fail_code == cause::kUpstreamClosed) {
         drop_upstream();
         std::string d;
         auto c2 = co_await connect_upstream(url, route.connect_timeout, d);
@@ -682,8 +717,9 @@ struct ClientConnection::Impl {
       log_line("rproxy: " + std::to_string(fail_status) + " " + ex.request.method + " " + log_target + ": " +
                fail_detail);
       if (body_started && framing.kind != BodyFraming::Kind::None) keep_alive = false;
-      co_return finish(co_await respond_locally(ex, stages, ran, error_response(fail_status, fail_code, fail_detail),
-                                                body, keep_alive, status, bytes_out, error_code));
+      auto err = error_response(fail_status, fail_code, fail_detail);
+      bool keep = co_await respond_locally(ex, stages, ran, err, body, keep_alive, status, bytes_out, error_code);
+      co_return finish(keep);
     }
 
     ResponseHead resp = std::move(rp.head);
@@ -692,9 +728,9 @@ struct ClientConnection::Impl {
       if (!upgrade) {
         drop_upstream();
         error_code = cause::kBadResponse;
-        co_return finish(co_await respond_locally(
-            ex, stages, ran, error_response(502, cause::kBadResponse, "upstream switched protocols unasked"), body,
-            false, status, bytes_out, error_code));
+        auto err = error_response(502, cause::kBadResponse, "upstream switched protocols unasked");
+        bool keep = co_await respond_locally(ex, stages, ran, err, body, false, status, bytes_out, error_code);
+        co_return finish(keep);
       }
       status = 101;
       prepare_client_response(resp, true);
@@ -716,8 +752,9 @@ struct ClientConnection::Impl {
       shared.upstream_errors.fetch_add(1, std::memory_order_relaxed);
       error_code = cause::kBadResponse;
       log_line("rproxy: 502 " + ex.request.method + " " + log_target + ": " + resp_error);
-      co_return finish(co_await respond_locally(ex, stages, ran, error_response(502, cause::kBadResponse, resp_error),
-                                                body, keep_alive, status, bytes_out, error_code));
+      auto err = error_response(502, cause::kBadResponse, resp_error);
+      bool keep = co_await respond_locally(ex, stages, ran, err, body, keep_alive, status, bytes_out, error_code);
+      co_return finish(keep);
     }
     bool upstream_reusable = resp.version_minor == 1 && !resp.headers.has_token("Connection", "close") &&
                              resp_framing.kind != BodyFraming::Kind::UntilClose;
@@ -734,8 +771,8 @@ struct ClientConnection::Impl {
     }
     if (replace) {
       drop_upstream();
-      co_return finish(
-          co_await write_local_after_stages(ex, std::move(*replace), keep_alive, status, bytes_out));
+      bool keep = co_await write_local_after_stages(ex, *replace, keep_alive, status, bytes_out);
+      co_return finish(keep);
     }
     resp = *ex.response;
     status = resp.status;
@@ -762,6 +799,7 @@ struct ClientConnection::Impl {
         }
         break;
     }
+    if (shared.draining.load(std::memory_order_relaxed)) keep_alive = false;
     if (!keep_alive) resp.headers.set("Connection", "close");
     auto wire = serialize(resp);
     if (!co_await write_client(asio::buffer(wire))) {
@@ -783,6 +821,7 @@ struct ClientConnection::Impl {
       co_return finish(false);
     }
     if (upstream_reusable && upstream && upstream->buf.empty()) {
+      std::string().swap(upstream->buf);
       worker.pool.put(std::move(upstream));
     } else {
       drop_upstream();
@@ -791,7 +830,7 @@ struct ClientConnection::Impl {
   }
 
   // Local response (from a stage or an error) after the request stages that ran.
-  awaitable<bool> respond_locally(Exchange& ex, const std::vector<Stage*>& stages, std::size_t ran, LocalResponse r,
+  awaitable<bool> respond_locally(Exchange& ex, const std::vector<Stage*>& stages, std::size_t ran, LocalResponse& r,
                                   BodyControl& body, bool keep_alive, int& status, std::size_t& bytes_out,
                                   std::string& error_code) {
     ex.response = ResponseHead{1, r.status, std::string(reason_phrase(r.status)), r.headers};
@@ -807,18 +846,22 @@ struct ClientConnection::Impl {
       r.headers = ex.response->headers;
     }
     if (auto e = r.headers.get("X-Rproxy-Error")) error_code = std::string(*e);
-    co_return co_await write_local_after_stages(ex, std::move(r), keep_alive, status, bytes_out);
+    bool keep = co_await write_local_after_stages(ex, r, keep_alive, status, bytes_out);
+    co_return keep;
   }
 
-  awaitable<bool> write_local_after_stages(Exchange& ex, LocalResponse r, bool keep_alive, int& status,
+  awaitable<bool> write_local_after_stages(Exchange& ex, LocalResponse& r, bool keep_alive, int& status,
                                            std::size_t& bytes_out) {
     status = r.status;
+    if (shared.draining.load(std::memory_order_relaxed)) keep_alive = false;
     r.headers.remove("Connection");
-    if (!co_await send_local(ex, std::move(r), keep_alive, bytes_out)) co_return false;
-    co_return keep_alive;
+    bool sent = co_await send_local(ex, r, keep_alive, bytes_out);
+    co_return sent && keep_alive;
   }
 
   enum class BodySend { Ok, UpstreamFailed, ClientFailed, TooLarge };
+  // Why the client side of a request body failed (status 0: the client went away, nothing to answer).
+  std::pair<int, std::string> body_error{0, {}};
 
   awaitable<BodySend> forward_request_body(BodyFraming framing, OutFraming out, bool expect_continue,
                                            Millis upstream_timeout, std::uint64_t& bytes_in) {
@@ -839,11 +882,11 @@ struct ClientConnection::Impl {
       auto st = co_await read_body(reader, in, piece, read_more);
       if (st == ReadStatus::Done) break;
       if (st == ReadStatus::BadFraming) {
-        co_await reject(400, cause::kBadRequest, "bad chunked request body: " + reader.error, "", "");
+        body_error = {400, "bad chunked request body: " + reader.error};
         co_return BodySend::ClientFailed;
       }
       if (st == ReadStatus::Timeout) {
-        co_await reject(408, cause::kTimeout, "request body timed out", "", "");
+        body_error = {408, "request body not received in time"};
         co_return BodySend::ClientFailed;
       }
       if (st != ReadStatus::Data) co_return BodySend::ClientFailed;
@@ -953,14 +996,14 @@ struct ClientConnection::Impl {
     std::string to_up = std::move(in);
     in.clear();
     std::string to_client = std::move(up->buf);
-    co_await (pump(client, up->sock, std::move(to_up)) && pump(up->sock, client, std::move(to_client)));
+    co_await (pump(client, up->sock, to_up) && pump(up->sock, client, to_client));
     tunnel_up = nullptr;
     std::error_code ec;
     up->sock.close(ec);
     close_client();
   }
 
-  awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::string pending) {
+  awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::string& pending) {
     std::error_code ec;
     if (!pending.empty()) {
       std::tie(ec, std::ignore) = co_await asio::async_write(to, asio::buffer(pending), use_nothrow);
@@ -969,7 +1012,7 @@ struct ClientConnection::Impl {
         co_return;
       }
     }
-    std::vector<char> buf(kReadChunk);
+    std::vector<char> buf(16 * 1024);
     while (true) {
       auto [rec, n] = co_await from.async_read_some(asio::buffer(buf), use_nothrow);
       if (rec) {
@@ -1027,6 +1070,7 @@ struct ClientConnection::Impl {
       }
       in.erase(0, pr.consumed);
       if (!co_await handle(std::move(pr.head))) co_return;
+      if (in.empty()) std::string().swap(in);  // release the body-sized buffer while idle
     }
   }
 };

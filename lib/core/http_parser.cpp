@@ -1,5 +1,6 @@
 #include "rproxy/http_parser.hpp"
 
+#include <algorithm>
 #include <array>
 
 namespace rproxy {
@@ -260,7 +261,14 @@ void check_request_framing(RequestParseResult& r) {
       fail(r, 400, "more than one Transfer-Encoding header");
       return;
     }
-    auto codings = split_list(*h.get("Transfer-Encoding"));
+    auto te = *h.get("Transfer-Encoding");
+    auto codings = split_list(te);
+    // RFC 9110 lets recipients skip empty list elements, but a proxy that reads ",chunked" as chunked
+    // disagrees with peers that do not: the smuggling checklist wants near-misses rejected.
+    if (codings.size() != static_cast<std::size_t>(std::count(te.begin(), te.end(), ',')) + 1) {
+      fail(r, 400, "empty element in Transfer-Encoding");
+      return;
+    }
     if (codings.empty()) {
       fail(r, 400, "empty Transfer-Encoding");
       return;
@@ -290,6 +298,50 @@ void check_request_framing(RequestParseResult& r) {
   if (cl_count == 1) {
     std::uint64_t n = 0;
     if (!parse_content_length(*h.get("Content-Length"), n)) fail(r, 400, "invalid Content-Length");
+  }
+}
+
+// chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] ), val = token / quoted-string
+// (RFC 9112 §7.1.1). `ext` starts at the first ';'.
+bool valid_chunk_ext(std::string_view ext) {
+  std::size_t i = 0;
+  auto skip_ws = [&] {
+    while (i < ext.size() && (ext[i] == ' ' || ext[i] == '\t')) ++i;
+  };
+  auto token = [&] {
+    auto start = i;
+    while (i < ext.size() && kTchar[static_cast<unsigned char>(ext[i])]) ++i;
+    return i > start;
+  };
+  while (true) {
+    skip_ws();
+    if (i == ext.size()) return true;
+    if (ext[i] != ';') return false;
+    ++i;
+    skip_ws();
+    if (!token()) return false;
+    skip_ws();
+    if (i < ext.size() && ext[i] == '=') {
+      ++i;
+      skip_ws();
+      if (i < ext.size() && ext[i] == '"') {
+        ++i;
+        bool closed = false;
+        while (i < ext.size()) {
+          if (ext[i] == '\\') {
+            i += 2;
+            continue;
+          }
+          if (ext[i++] == '"') {
+            closed = true;
+            break;
+          }
+        }
+        if (!closed) return false;
+      } else if (!token()) {
+        return false;
+      }
+    }
   }
 }
 
@@ -362,7 +414,8 @@ BodyFraming response_framing(const ResponseHead& head, std::string_view request_
     return {BodyFraming::Kind::None, 0};
   const auto& h = head.headers;
   if (h.has("Transfer-Encoding")) {
-    auto codings = split_list(h.joined("Transfer-Encoding"));
+    const std::string te = h.joined("Transfer-Encoding");
+    auto codings = split_list(te);
     if (h.has("Content-Length")) {
       if (error) *error = "upstream sent both Content-Length and Transfer-Encoding";
       return {};
@@ -422,6 +475,7 @@ ChunkedDecoder::Result ChunkedDecoder::decode(std::string_view in, std::size_t& 
         } else if (c == ';') {
           state_ = State::Ext;
           line_len_ = 0;
+          ext_ = ";";
         } else if (c == '\r') {
           state_ = State::SizeLf;
         } else {
@@ -430,11 +484,15 @@ ChunkedDecoder::Result ChunkedDecoder::decode(std::string_view in, std::size_t& 
         break;
       case State::Ext:
         if (c == '\r') {
+          if (!valid_chunk_ext(ext_)) return fail("malformed chunk extension");
+          ext_.clear();
           state_ = State::SizeLf;
         } else if ((static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f) {
           return fail("invalid chunk extension");
         } else if (++line_len_ > kMaxLine) {
           return fail("chunk extension too long");
+        } else {
+          ext_ += c;
         }
         break;
       case State::SizeLf:
@@ -466,14 +524,19 @@ ChunkedDecoder::Result ChunkedDecoder::decode(std::string_view in, std::size_t& 
           return fail("malformed trailer");
         } else {
           state_ = State::TrailerLine;
+          ext_.assign(1, c);
         }
         if (++trailer_bytes_ > kMaxTrailers) return fail("trailers too large");
         break;
       case State::TrailerLine:
         if (c == '\r') {
+          Headers ignored;
+          if (!parse_field_line(ext_, ignored).empty()) return fail("malformed trailer field");
           state_ = State::TrailerLineLf;
         } else if ((static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f) {
           return fail("invalid character in trailer");
+        } else {
+          ext_ += c;
         }
         if (++trailer_bytes_ > kMaxTrailers) return fail("trailers too large");
         break;

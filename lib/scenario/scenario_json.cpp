@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -85,9 +86,19 @@ bool starts_with_path(std::string_view path, std::string_view prefix) {
   return path.size() == prefix.size() || path[prefix.size()] == '.' || path[prefix.size()] == '[';
 }
 
-// Two paths are related when one is the other or lies inside it.
+// Two paths are related when one is the other or lies inside it. "" is the root, inside which everything
+// lies.
 bool related(std::string_view a, std::string_view b) {
-  return starts_with_path(a, b) || starts_with_path(b, a);
+  return a.empty() || b.empty() || starts_with_path(a, b) || starts_with_path(b, a);
+}
+
+// as_unsigned accepts any non-negative integer: nlohmann keeps integers parsed from text as unsigned, but
+// ones assigned in C++ (tests, the CLI) as signed.
+std::optional<std::uint64_t> as_unsigned(const json& v) {
+  if (v.is_number_unsigned()) return v.get<std::uint64_t>();
+  if (v.is_number_integer() && v.get<std::int64_t>() >= 0)
+    return static_cast<std::uint64_t>(v.get<std::int64_t>());
+  return std::nullopt;
 }
 
 std::string range_message(std::uint64_t min, std::uint64_t max, const std::string& got) {
@@ -155,13 +166,8 @@ class Reader {
 
   std::optional<std::uint64_t> unsigned_in(const json& v, const std::string& path, std::uint64_t min,
                                            std::uint64_t max) {
-    if (v.is_number_unsigned()) {
-      auto value = v.get<std::uint64_t>();
-      if (value >= min && value <= max) return value;
-      fail(path, range_message(min, max, v.dump()));
-      return std::nullopt;
-    }
-    if (v.is_number_integer()) {  // nlohmann stores only negative integers as signed
+    if (auto value = as_unsigned(v); value && *value >= min && *value <= max) return value;
+    if (v.is_number_integer()) {  // negative or out of range
       fail(path, range_message(min, max, v.dump()));
       return std::nullopt;
     }
@@ -171,7 +177,7 @@ class Reader {
 
   std::optional<Millis> duration(const json& v, const std::string& path) {
     // 0 is the one number that needs no unit; everything else must say what it counts.
-    if (v.is_number_unsigned() && v.get<std::uint64_t>() == 0) return Millis{0};
+    if (as_unsigned(v) == 0u) return Millis{0};
     if (!v.is_string()) {
       fail(path, "expected a duration like \"250ms\", got " + json_describe(v));
       return std::nullopt;
@@ -185,7 +191,7 @@ class Reader {
   }
 
   std::optional<std::uint64_t> size(const json& v, const std::string& path) {
-    if (v.is_number_unsigned()) return v.get<std::uint64_t>();
+    if (auto value = as_unsigned(v)) return value;
     if (!v.is_string()) {
       fail(path, "expected a size in bytes or a string like \"10MiB\", got " + json_describe(v));
       return std::nullopt;
@@ -252,7 +258,8 @@ RouteMatch read_match(Reader& r, const json& v, const std::string& path) {
   with_member(v, "methods", path, [&](const json& m, const std::string& p) {
     if (!r.array(m, p, "methods like \"GET\"")) return;
     for (std::size_t i = 0; i < m.size(); ++i)
-      if (auto s = r.string(m[i], json_path_index(p, i))) match.methods.push_back(*s);
+      // A placeholder for a bad element keeps later indices equal to the document's.
+      match.methods.push_back(r.string(m[i], json_path_index(p, i)).value_or(""));
   });
   with_member(v, "headers", path, [&](const json& m, const std::string& p) {
     if (!m.is_object()) {
@@ -476,7 +483,7 @@ class Validator {
       auto path = json_path_index("routes", i);
       check_route(s.routes[i], path, global_names);
       const auto& name = s.routes[i].name;
-      if (broken(path) || !valid_name(name)) continue;
+      if (broken(path + ".name") || !valid_name(name)) continue;
       auto [it, inserted] = route_names.emplace(name, i);
       if (!inserted)
         report(path + ".name",
@@ -641,11 +648,11 @@ class Validator {
       else if (up.weight != 1 && route.balance != Balance::Weighted && balance_ok)
         report(item + ".weight", "only used with \"balance\": \"weighted\" (this route balances " +
                                      to_string(route.balance) + ")");
-      if (broken(item)) continue;
+      if (broken(item + ".url")) continue;
       for (std::size_t j = 0; j < i; ++j) {
         const auto& other = route.upstreams[j].url;
-        if (broken(json_path_index(list, j)) || other.scheme != up.url.scheme || other.host != up.url.host ||
-            other.port != up.url.port)
+        if (broken(json_path_index(list, j) + ".url") || other.scheme != up.url.scheme ||
+            other.host != up.url.host || other.port != up.url.port)
           continue;
         report(item, "same upstream as upstreams[" + std::to_string(j) + "] (use weights to favour one)");
         break;
@@ -912,6 +919,11 @@ json scenario_to_json(const Scenario& s) {
 }
 
 Scenario load_scenario(const std::string& path) {
+  // A directory opens fine as a stream on Linux and then reads as empty, which would surface as a baffling
+  // "invalid JSON" at 1:1.
+  std::error_code ignored;
+  if (std::filesystem::is_directory(path, ignored))
+    throw ConfigError({path + ": cannot read: is a directory"});
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError({path + ": cannot read: " + std::strerror(errno)});
   std::ostringstream buffer;

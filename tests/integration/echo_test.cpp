@@ -1,6 +1,8 @@
 // Integration tests for the echo upstream: an in-process EchoServer on an ephemeral port, driven with raw
 // sockets (so the bytes on the wire are exactly the ones written here) and with httplib::Client.
 #include <arpa/inet.h>
+#include <doctest/doctest.h>
+#include <httplib.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -14,6 +16,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
@@ -21,11 +24,6 @@
 #include <thread>
 #include <utility>
 #include <vector>
-
-#include <doctest/doctest.h>
-#include <httplib.h>
-
-#include <nlohmann/json.hpp>
 
 #include "cli.hpp"
 #include "echo_server.hpp"
@@ -374,7 +372,8 @@ TEST_SUITE("echo") {
     CHECK(elapsed >= 250);
     CHECK(res->get_header_value("X-Test") == "one");
     CHECK(res->get_header_value("X-Other") == "two words");
-    CHECK(Json::parse(res->body)["target"] == "/x?status=503&delay=250ms&header=X-Test:one&header=X-Other:two%20words");
+    CHECK(Json::parse(res->body)["target"] ==
+          "/x?status=503&delay=250ms&header=X-Test:one&header=X-Other:two%20words");
 
     res = cli.Get("/?status=201");
     REQUIRE(res);
@@ -455,7 +454,10 @@ TEST_SUITE("echo") {
     std::string stream;
     for (;;) {
       auto size = std::stoull(c.take_line(), nullptr, 16);
-      if (size == 0) break;
+      if (size == 0) {
+        REQUIRE(c.take_line().empty());  // end of the chunked body
+        break;
+      }
       stream += c.take(size);
       REQUIRE(c.take_line().empty());
       std::size_t end;
@@ -475,8 +477,8 @@ TEST_SUITE("echo") {
       CHECK(events[i]["seq"] == i + 1);
     }
     CHECK(events[2]["t_ms"].get<long long>() >= 600);
-    CHECK(arrival[0] < 250);                 // the first event is not held back until the end
-    CHECK(arrival[2] - arrival[0] >= 550);   // and the others follow at the interval
+    CHECK(arrival[0] < 250);                // the first event is not held back until the end
+    CHECK(arrival[2] - arrival[0] >= 550);  // and the others follow at the interval
     CHECK(arrival[1] - arrival[0] >= 250);
     CHECK(stream.empty());
     c.send(get("/after-sse"));
@@ -484,7 +486,7 @@ TEST_SUITE("echo") {
   }
 
   TEST_CASE("echo: websocket frame codec round trips") {
-    CHECK(rproxy::websocket_accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGJRzo5APbYBA=");
+    CHECK(rproxy::websocket_accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     const rproxy::WebSocketMask mask{0x12, 0x34, 0x56, 0x78};
     for (std::size_t size : {std::size_t{0}, std::size_t{125}, std::size_t{126}, std::size_t{65535},
                              std::size_t{65536}, std::size_t{70000}}) {
@@ -494,15 +496,16 @@ TEST_SUITE("echo") {
       CHECK(wire.size() == payload.size() + 2 + (size < 126 ? 0 : size <= 65535 ? 2 : 8) + 4);
       rproxy::WebSocketFrame frame;
       std::size_t consumed = 0;
-      CHECK(rproxy::decode_websocket_frame(std::string_view(wire).substr(0, wire.size() - 1), frame, consumed) ==
-            rproxy::FrameDecodeStatus::Incomplete);
+      CHECK(rproxy::decode_websocket_frame(std::string_view(wire).substr(0, wire.size() - 1), frame,
+                                           consumed) == rproxy::FrameDecodeStatus::Incomplete);
       REQUIRE(rproxy::decode_websocket_frame(wire, frame, consumed) == rproxy::FrameDecodeStatus::Complete);
       CHECK(consumed == wire.size());
       CHECK(frame.header.masked);
       CHECK(frame.header.opcode == WebSocketOpcode::Binary);
       CHECK(frame.payload == payload);
       auto server_wire = rproxy::websocket_server_frame(WebSocketOpcode::Text, payload);
-      REQUIRE(rproxy::decode_websocket_frame(server_wire, frame, consumed) == rproxy::FrameDecodeStatus::Complete);
+      REQUIRE(rproxy::decode_websocket_frame(server_wire, frame, consumed) ==
+              rproxy::FrameDecodeStatus::Complete);
       CHECK_FALSE(frame.header.masked);
       CHECK(frame.payload == payload);
     }
@@ -523,7 +526,7 @@ TEST_SUITE("echo") {
     REQUIRE(head.status == 101);
     CHECK(head.header("Upgrade") == "websocket");
     CHECK(head.header("Connection") == "Upgrade");
-    CHECK(head.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGJRzo5APbYBA=");
+    CHECK(head.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 
     const rproxy::WebSocketMask mask{0xa1, 0xb2, 0xc3, 0xd4};
     c.send(rproxy::websocket_client_frame(WebSocketOpcode::Text, "hello", mask));
@@ -552,15 +555,21 @@ TEST_SUITE("echo") {
     CHECK(frame.header.opcode == WebSocketOpcode::Pong);
     CHECK(frame.payload == "are you there");
 
-    c.send(rproxy::websocket_client_frame(WebSocketOpcode::Close, std::string("\x03\xe8" "bye", 5), mask));
+    c.send(rproxy::websocket_client_frame(WebSocketOpcode::Close,
+                                          std::string("\x03\xe8"
+                                                      "bye",
+                                                      5),
+                                          mask));
     frame = c.read_frame();
     CHECK(frame.header.opcode == WebSocketOpcode::Close);
     CHECK(frame.payload == std::string("\x03\xe8", 2));
     CHECK(c.closed_by_peer());
 
     RawClient bad(server->port());
-    bad.send(get("/ws", "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                        "Sec-WebSocket-Version: 8\r\n"));
+    bad.send(
+        get("/ws",
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 8\r\n"));
     auto r = bad.read_response();
     CHECK(r.status == 426);
     CHECK(r.header("Sec-WebSocket-Version") == "13");
@@ -587,8 +596,8 @@ TEST_SUITE("echo") {
   TEST_CASE("echo: pipelined requests are answered in order") {
     auto server = start_echo();
     RawClient c(server->port());
-    c.send(get("/first") + "POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc" +
-           "\r\n" + get("/third?delay=50ms") + get("/fourth"));
+    c.send(get("/first") + "POST /second HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc" + "\r\n" +
+           get("/third?delay=50ms") + get("/fourth"));
     CHECK(c.read_response().json()["target"] == "/first");
     auto second = c.read_response().json();
     CHECK(second["target"] == "/second");
@@ -667,11 +676,13 @@ TEST_SUITE("echo") {
     CHECK(head.header("Content-Length") == std::to_string(size));
     std::uint64_t received = down.buffer().size();
     bool ok = true;
-    for (std::size_t i = 0; i < down.buffer().size(); ++i) ok = ok && down.buffer()[i] == rproxy::echo_payload_byte(i);
+    for (std::size_t i = 0; i < down.buffer().size(); ++i)
+      ok = ok && down.buffer()[i] == rproxy::echo_payload_byte(i);
     down.buffer().clear();
     while (received < size && down.fill()) {
       auto& b = down.buffer();
-      for (std::size_t i = 0; i < b.size() && ok; i += 4093) ok = b[i] == rproxy::echo_payload_byte(received + i);
+      for (std::size_t i = 0; i < b.size() && ok; i += 4093)
+        ok = b[i] == rproxy::echo_payload_byte(received + i);
       received += b.size();
       b.clear();
     }
@@ -683,20 +694,21 @@ TEST_SUITE("echo") {
   }
 
   TEST_CASE("echo: cli rejects bad flag values with exit code 2") {
-    for (const auto& [flag, value] : std::vector<std::pair<std::string, std::string>>{
-             {"--status", "abc"},
-             {"--status", "99"},
-             {"--delay", "soon"},
-             {"--body-size", "lots"},
-             {"--sse", "-1"},
-             {"--sse-interval", "x"},
-             {"--listen", "nowhere"},
-             {"--name", ""}}) {
+    for (const auto& [flag, value] :
+         std::vector<std::pair<std::string, std::string>>{{"--status", "abc"},
+                                                          {"--status", "99"},
+                                                          {"--delay", "soon"},
+                                                          {"--body-size", "lots"},
+                                                          {"--sse", "-1"},
+                                                          {"--sse-interval", "x"},
+                                                          {"--listen", "nowhere"},
+                                                          {"--name", "two\nlines"}}) {
       CAPTURE(flag);
       CLI::App app("rproxy");
       rproxy::cli::CliState state;
       rproxy::cli::setup_echo(app, state);
-      std::vector<std::string> args{"rproxy", "echo", flag + "=" + value};  // "=": "-1" would look like a flag
+      // "--sse=-1": as a separate argument "-1" would look like a flag to CLI11.
+      std::vector<std::string> args{"rproxy", "echo", flag + "=" + value};
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       std::ostringstream captured;
@@ -705,12 +717,13 @@ TEST_SUITE("echo") {
         app.parse(static_cast<int>(argv.size()), argv.data());
       } catch (const CLI::ParseError& e) {
         std::cerr.rdbuf(old);
-        FAIL("unexpected parse error " << e.what());
+        FAIL("unexpected parse error " << std::string(e.what()));
       }
       std::cerr.rdbuf(old);
       CHECK(state.exit_code == rproxy::cli::kExitUsage);
-      CHECK(captured.str().find("rproxy echo: " + flag + ":") == 0);
-      CHECK(std::count(captured.str().begin(), captured.str().end(), '\n') == 1);
+      const std::string message = captured.str();
+      CHECK(message.find("rproxy echo: " + flag + ":") == 0);
+      CHECK(std::count(message.begin(), message.end(), '\n') == 1);
     }
   }
 
@@ -725,7 +738,8 @@ TEST_SUITE("echo") {
     CLI::App app("rproxy");
     rproxy::cli::CliState state;
     rproxy::cli::setup_echo(app, state);
-    std::vector<std::string> args{"rproxy", "echo", "--listen", "127.0.0.1:" + std::to_string(port), "--name", "cli"};
+    std::vector<std::string> args{"rproxy", "echo", "--listen", "127.0.0.1:" + std::to_string(port),
+                                  "--name", "cli"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     std::ostringstream captured;
@@ -748,6 +762,7 @@ TEST_SUITE("echo") {
     runner.join();
     std::cerr.rdbuf(old);
     CHECK(state.exit_code == rproxy::cli::kExitOk);
-    CHECK(captured.str() == "rproxy echo: listening on http://127.0.0.1:" + std::to_string(port) + " (name cli)\n");
+    CHECK(captured.str() ==
+          "rproxy echo: listening on http://127.0.0.1:" + std::to_string(port) + " (name cli)\n");
   }
 }

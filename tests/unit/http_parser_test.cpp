@@ -344,6 +344,18 @@ TEST_CASE("parser: request_framing for valid requests") {
   CHECK((f.kind == Kind::None || (f.kind == Kind::Length && f.length == 0)));
 }
 
+TEST_CASE("parser: Expect and hop-by-hop fields are left to later stages") {
+  // Unknown expectations (417) and Connection handling are not the parser's business.
+  for (std::string f : {"Expect: 100-continue\r\n", "Expect: foo\r\n", "Expect: 100-continue\r\nExpect: x\r\n",
+                        "Connection: X-Internal-Auth\r\nX-Internal-Auth: admin\r\n",
+                        "Connection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n", "TE: trailers\r\n",
+                        "X_Auth: 1\r\n"}) {
+    auto r = check_request(post11("Host: a\r\nContent-Length: 0\r\n" + f), kOk);
+    CHECK(r.head.headers.size() >= 3);
+  }
+  check_request("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx", kOk);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Checklist rows 1-8: framing headers
 // ---------------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <ostream>
 #include <set>
 #include <string>
 #include <vector>
@@ -49,7 +50,19 @@ json route_with(const json& fields) {
   return route;
 }
 
-std::vector<std::string> problems_of(const json& doc) {
+// Problems is a vector doctest can print, so a failed comparison shows both sides.
+struct Problems : std::vector<std::string> {
+  using std::vector<std::string>::vector;
+  Problems(const std::vector<std::string>& v) : std::vector<std::string>(v) {}  // NOLINT: implicit on purpose
+};
+
+std::ostream& operator<<(std::ostream& os, const Problems& problems) {
+  os << "{";
+  for (const auto& p : problems) os << "\n  " << json(p).dump();
+  return os << "\n}";
+}
+
+Problems problems_of(const json& doc) {
   try {
     (void)rproxy::scenario_from_json(doc);
   } catch (const ConfigError& e) {
@@ -57,8 +70,6 @@ std::vector<std::string> problems_of(const json& doc) {
   }
   return {};
 }
-
-using Problems = std::vector<std::string>;
 
 std::optional<std::string> url_error(const std::string& text) {
   Url url;
@@ -95,13 +106,13 @@ json read_json(const fs::path& path) {
   return json::parse(in);
 }
 
-// TempFile writes text to a file that is removed again when the test ends.
+// TempFile writes text to a file that is removed again when the test ends. name keeps files of different
+// tests apart; the pid keeps concurrent runs (ctest -j runs one process per test) apart.
 class TempFile {
  public:
-  explicit TempFile(const std::string& text) {
-    static int counter = 0;  // only to make names unique within this process; tests run on one thread
-    path_ = fs::temp_directory_path() / ("rproxy_scenario_test_" + std::to_string(::getpid()) + "_" +
-                                         std::to_string(++counter) + ".json");
+  TempFile(const std::string& name, const std::string& text)
+      : path_(fs::temp_directory_path() /
+              ("rproxy_scenario_test_" + std::to_string(::getpid()) + "_" + name + ".json")) {
     std::ofstream(path_) << text;
   }
   ~TempFile() {
@@ -505,10 +516,9 @@ TEST_CASE("scenario: wrong JSON types name the expected type") {
             R"(routes[0].strip_prefix: expected true or false, got "yes")",
             "routes[0].rewrite: expected a string, got 1",
         });
-  CHECK(
-      problems_of(doc_with_route({{"upstreams", {42}}})) ==
-      Problems{
-          R"(routes[0].upstreams[0]: expected an http(s) URL string or {"url": ..., "weight": ...}, got 42)"});
+  CHECK(problems_of(doc_with_route({{"upstreams", {42}}})) ==
+        Problems{R"(routes[0].upstreams[0]: expected an http(s) URL string or {"url": ..., "weight": ...}, )"
+                 "got 42"});
   json routes_doc = minimal_doc();
   routes_doc["routes"] = {{"upstreams", "x"}};
   CHECK(problems_of(routes_doc) == Problems{"routes: expected an array of routes, got an object"});
@@ -541,12 +551,11 @@ TEST_CASE("scenario: version is required and must be 1") {
 
 TEST_CASE("scenario: bad upstream URL is reported with its path") {
   json doc = minimal_doc();
-  doc["routes"] = {route_with({}), {{"upstreams", {"http://127.0.0.1:3000", "htp://x"}}}};
+  doc["routes"] = {route_with(json::object()), {{"upstreams", {"http://127.0.0.1:3000", "htp://x"}}}};
   CHECK(problems_of(doc) == Problems{R"(routes[1].upstreams[1]: "htp://x" is not an http(s) URL)"});
-  CHECK(
-      problems_of(doc_with_route({{"upstreams", {{{"url", "http://x/api"}}}}})) ==
-      Problems{
-          R"(routes[0].upstreams[0].url: "http://x/api" has a path; upstream URLs are scheme://host[:port])"});
+  CHECK(problems_of(doc_with_route({{"upstreams", {{{"url", "http://x/api"}}}}})) ==
+        Problems{R"(routes[0].upstreams[0].url: "http://x/api" has a path; )"
+                 "upstream URLs are scheme://host[:port]"});
   CHECK(problems_of(doc_with_route({{"upstreams", {{{"weight", 2}}}}})) ==
         Problems{R"(routes[0].upstreams[0].url: required (an http(s) URL like "http://127.0.0.1:3000"))"});
 }
@@ -615,19 +624,16 @@ TEST_CASE("scenario: a rejected value is not reported twice") {
   CHECK(problems_of(doc_with_route(route_with({{"strip_prefix", true}, {"match", {{"path_prefix", 5}}}}))) ==
         Problems{"routes[0].match.path_prefix: expected a string, got 5"});
   // balance was misspelt: weights are not blamed for it.
-  CHECK(problems_of(doc_with_route(
-            {
-    {"balance", "weigthed"}, {
-      "upstreams", {
-        {{"url", "http://a"}, {"weight", 3}}, "http://b"
-      }
-    }}
-})) ==
-        Problems{R"(routes[0].balance: must be one of round_robin, least_conn, random, weighted; got "weigthed")"});
-// routes is not an array: "at least one route" would be the same mistake again.
-json routes_doc = minimal_doc();
-routes_doc["routes"] = "http://x";
-CHECK(problems_of(routes_doc).size() == 1);
+  json misspelt = {{"balance", "weigthed"},
+                   {"upstreams", {{{"url", "http://a"}, {"weight", 3}}, "http://b"}}};
+  CHECK(
+      problems_of(doc_with_route(misspelt)) ==
+      Problems{
+          R"(routes[0].balance: must be one of round_robin, least_conn, random, weighted; got "weigthed")"});
+  // routes is not an array: "at least one route" would be the same mistake again.
+  json routes_doc = minimal_doc();
+  routes_doc["routes"] = "http://x";
+  CHECK(problems_of(routes_doc).size() == 1);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -728,7 +734,7 @@ TEST_CASE("scenario: route names default deterministically and must be unique") 
       route_with({{"match", {{"host", "a.localhost"}}}}),
       route_with({{"match", {{"path_prefix", "/api/v1/"}}}}),
       route_with({{"name", "default"}}),
-      route_with({}),
+      route_with(json::object()),
       route_with({{"match", {{"path_prefix", "/caf%C3%A9"}}}}),
   };
   Scenario s = rproxy::scenario_from_json(doc);
@@ -745,6 +751,13 @@ TEST_CASE("scenario: route names default deterministically and must be unique") 
                                 R"(routes[3].name: must be 1-64 letters, digits, "_", "-" or ".", got ")" +
                                     std::string(65, 'a') + "\"",
                             });
+
+  // A route with some other mistake still takes part in the duplicate check.
+  doc["routes"] = {route_with({{"name", "api"}}), route_with({{"name", "api"}, {"read_timeout", 5}})};
+  CHECK(problems_of(doc) == Problems{
+                                R"(routes[1].read_timeout: expected a duration like "250ms", got 5)",
+                                R"(routes[1].name: duplicate route name "api" (also routes[0]))",
+                            });
 }
 
 TEST_CASE("scenario: match paths must be paths") {
@@ -754,10 +767,9 @@ TEST_CASE("scenario: match paths must be paths") {
         Problems{
             R"(routes[0].match.path: must be a path only, without "?" or "#" (the query is never matched or )"
             R"(replaced), got "/a?b=1")"});
-  CHECK(
-      problems_of(doc_with_route(route_with({{"match", {{"path", "/a b"}}}}))) ==
-      Problems{
-          R"(routes[0].match.path: contains a character not allowed in a URL path (percent-encode it): "/a b")"});
+  CHECK(problems_of(doc_with_route(route_with({{"match", {{"path", "/a b"}}}}))) ==
+        Problems{"routes[0].match.path: contains a character not allowed in a URL path (percent-encode it): "
+                 R"("/a b")"});
   CHECK(problems_of(doc_with_route(route_with({{"match", {{"path", "/a%zz"}}}}))) ==
         Problems{R"(routes[0].match.path: has a malformed %-escape: "/a%zz")"});
   CHECK(problems_of(doc_with_route(route_with({{"match", {{"path", "/a"}, {"path_prefix", "/b"}}}}))) ==
@@ -775,6 +787,11 @@ TEST_CASE("scenario: match methods must be uppercase tokens") {
             R"(routes[0].match.methods[0]: methods are case-sensitive; write "GET", got "get")",
             R"(routes[0].match.methods[1]: not a valid method: "GE T")",
             R"(routes[0].match.methods[4]: "POST" is listed twice)",
+        });
+  CHECK(problems_of(doc_with_route(route_with({{"match", {{"methods", {"GET", 5, "get"}}}}}))) ==
+        Problems{
+            "routes[0].match.methods[1]: expected a string, got 5",
+            R"(routes[0].match.methods[2]: methods are case-sensitive; write "GET", got "get")",
         });
 }
 
@@ -876,14 +893,14 @@ TEST_CASE("scenario: stage names default to the type and stay unique per pipelin
   doc["stages"] = {{{"type", "headers"}, {"name", "h"}}, {{"type", "headers"}, {"name", "h"}}};
   doc["routes"] = {route_with(
       {{"stages", {{{"type", "headers"}, {"name", "h"}}, {{"type", "headers"}, {"name", "a b"}}}}})};
-  CHECK(
-      problems_of(doc) ==
-      Problems{
-          R"(stages[1].name: duplicate stage name "h" (also [0]))",
-          R"(routes[0].stages[0].name: "h" is already the name of a scenario-wide stage (names are unique per )"
-          R"(pipeline))",
-          R"(routes[0].stages[1].name: must be 1-64 letters, digits, "_", "-" or ".", got "a b")",
-      });
+  CHECK(problems_of(doc) ==
+        Problems{
+            R"(stages[1].name: duplicate stage name "h" (also [0]))",
+            R"(routes[0].stages[0].name: "h" is already the name of a scenario-wide stage )"
+            "(names are unique per "
+            R"(pipeline))",
+            R"(routes[0].stages[1].name: must be 1-64 letters, digits, "_", "-" or ".", got "a b")",
+        });
 }
 
 TEST_CASE("scenario: stage params are checked by the stage") {
@@ -912,7 +929,8 @@ TEST_CASE("scenario: validation can use another registry") {
     (void)rproxy::scenario_from_json(doc, registry);
     FAIL("expected ConfigError");
   } catch (const ConfigError& e) {
-    CHECK(e.problems() == Problems{R"(stages[0].type: unknown stage type "headers" (known: noop))"});
+    CHECK(Problems(e.problems()) ==
+          Problems{R"(stages[0].type: unknown stage type "headers" (known: noop))"});
   }
 }
 
@@ -996,36 +1014,39 @@ TEST_CASE("scenario: scenario_to_json renders upstreams built in code") {
 }
 
 TEST_CASE("scenario: load_scenario names file and position of a JSON syntax error") {
-  TempFile file("{\n  \"version\": 1,\n  \"routes\": x\n}\n");
+  TempFile file("syntax", "{\n  \"version\": 1,\n  \"routes\": x\n}\n");
   auto error = load_error(file.path());
   CHECK(error.starts_with(file.path() + ":3:13: invalid JSON: "));
   CHECK(error.find('\n') == std::string::npos);
-  TempFile empty("");
+  TempFile empty("empty", "");
   CHECK(load_error(empty.path()).starts_with(empty.path() + ":1:1: invalid JSON: "));
-  TempFile trailing("{\"version\": 1,}");
+  TempFile trailing("trailing", "{\"version\": 1,}");
   CHECK(load_error(trailing.path()).starts_with(trailing.path() + ":1:15: invalid JSON: "));
 }
 
 TEST_CASE("scenario: load_scenario reports an unreadable file") {
   auto missing = (fs::temp_directory_path() / "rproxy_no_such_scenario.json").string();
   CHECK(load_error(missing) == missing + ": cannot read: No such file or directory");
+  auto directory = (kSourceDir / "scenarios").string();
+  CHECK(load_error(directory) == directory + ": cannot read: is a directory");
 }
 
 TEST_CASE("scenario: load_scenario reports duplicate keys with the other problems") {
-  TempFile file(R"({"version": 1, "workers": 2, "workers": 3,
-    "routes": [{"upstreams": ["http://a"], "match": {"path": "/a", "path": "/b"}}, {"upstreams": ["ftp://b"]}]})");
+  TempFile file("duplicates", R"({"version": 1, "workers": 2, "workers": 3,
+    "routes": [{"upstreams": ["http://a"], "match": {"path": "/a", "path": "/b"}},
+               {"upstreams": ["ftp://b"]}]})");
   try {
     (void)rproxy::load_scenario(file.path());
     FAIL("expected ConfigError");
   } catch (const ConfigError& e) {
-    CHECK(e.problems() == Problems{
-                              "workers: duplicate key (only the last one would count)",
-                              "routes[0].match.path: duplicate key (only the last one would count)",
-                              R"(routes[1].upstreams[0]: "ftp://b" is not an http(s) URL)",
-                          });
+    CHECK(Problems(e.problems()) == Problems{
+                                        "workers: duplicate key (only the last one would count)",
+                                        "routes[0].match.path: duplicate key (only the last one would count)",
+                                        R"(routes[1].upstreams[0]: "ftp://b" is not an http(s) URL)",
+                                    });
   }
   TempFile only_duplicates(
-      R"({"version": 1, "routes": [{"upstreams": ["http://a"]}], "seed": 1, "seed": 2})");
+      "only_duplicates", R"({"version": 1, "routes": [{"upstreams": ["http://a"]}], "seed": 1, "seed": 2})");
   CHECK(load_error(only_duplicates.path()) == "seed: duplicate key (only the last one would count)");
 }
 
@@ -1055,7 +1076,7 @@ TEST_CASE("schema: objects are closed and every key is described") {
   std::function<void(const json&, const std::string&)> walk = [&](const json& node,
                                                                   const std::string& where) {
     if (node.is_object()) {
-      if (node.contains("properties")) {
+      if (node.contains("properties") && node.value("type", "") == "object") {
         ++objects;
         CAPTURE(where);
         CHECK(node.value("additionalProperties", json(true)) == json(false));

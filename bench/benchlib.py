@@ -1,0 +1,411 @@
+#!/usr/bin/env python3
+"""Helpers for bench/run.sh: free ports, readiness checks, wrk parsing and the report.
+
+Subcommands (all used by run.sh; none needs anything beyond the Python standard library):
+  ports N                     print N distinct free TCP ports on 127.0.0.1
+  wait HOST:PORT SECONDS      exit 0 once HOST:PORT accepts a TCP connection
+  check URL SIZE              exit 0 if GET URL answers 200 with exactly SIZE body bytes
+  meta OUT.json               build the run description from BENCH_* environment variables
+  report --runs TSV --meta JSON --json OUT.json --md OUT.md
+                              parse every wrk output listed in TSV, print the table,
+                              write JSON and Markdown; exit 1 if some run produced nothing
+"""
+
+import argparse
+import json
+import re
+import socket
+import statistics
+import sys
+import time
+import urllib.request
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def cmd_ports(n):
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        print(" ".join(str(s.getsockname()[1]) for s in socks))
+    finally:
+        for s in socks:
+            s.close()
+    return 0
+
+
+def cmd_wait(hostport, seconds):
+    host, port = hostport.rsplit(":", 1)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, int(port)), timeout=0.5):
+                return 0
+        except OSError:
+            time.sleep(0.05)
+    return 1
+
+
+def cmd_check(url, size):
+    try:
+        req = urllib.request.Request(url, headers={"User-Agent": "rproxy-bench"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            body = r.read()
+            if r.status != 200:
+                print(f"{url}: HTTP {r.status}", file=sys.stderr)
+                return 1
+            if len(body) != size:
+                print(f"{url}: body is {len(body)} bytes, expected {size}", file=sys.stderr)
+                return 1
+            return 0
+    except Exception as e:  # noqa: BLE001 - any failure means "did not answer"
+        print(f"{url}: {e}", file=sys.stderr)
+        return 1
+
+
+def _lines(path):
+    try:
+        with open(path) as f:
+            return [l.rstrip("\n") for l in f if l.strip()]
+    except OSError:
+        return []
+
+
+def cmd_meta(out):
+    """Collect what run.sh knows into one JSON file (values come from BENCH_* variables)."""
+    import os
+    env = os.environ
+    workloads = []
+    for l in _lines(env["BENCH_WORKLOADS_FILE"]):
+        wid, path, conns, threads, desc = l.split("\t")
+        workloads.append({"id": wid, "path": path, "connections": int(conns),
+                          "wrk_threads": int(threads), "description": desc})
+    skipped = []
+    for l in _lines(env.get("BENCH_SKIPPED_FILE", "")):
+        name, reason = l.split("\t", 1)
+        skipped.append({"proxy": name, "reason": reason})
+    versions = {}
+    for l in _lines(env.get("BENCH_VERSIONS_FILE", "")):
+        name, v = l.split("\t", 1)
+        versions[name] = v
+    meta = {
+        "timestamp": env["BENCH_TS"],
+        "settings": {"rounds": int(env["BENCH_ROUNDS"]), "duration": float(env["BENCH_DURATION"]),
+                     "smoke": env.get("BENCH_SMOKE") == "1",
+                     "wrk_threads": env.get("BENCH_WRK_THREADS", "1"),
+                     "wrk_timeout": env.get("BENCH_WRK_TIMEOUT", "")},
+        "host": {"cpus": int(env.get("BENCH_CPUS", "0")), "kernel": env.get("BENCH_KERNEL", ""),
+                 "loadavg_start": env.get("BENCH_LOAD_START", ""),
+                 "loadavg_end": env.get("BENCH_LOAD_END", "")},
+        "rproxy": {"path": env["BENCH_RPROXY"], "build_type": env.get("BENCH_RPROXY_BUILD", "unknown")},
+        "versions": versions,
+        "workloads": workloads,
+        "proxies": env["BENCH_PROXIES"].split(),
+        "skipped": skipped,
+        "problems": _lines(env.get("BENCH_PROBLEMS_FILE", "")),
+        "configs": {
+            "upstream": "nginx, 1 worker, static files /1k (1024 B) and /1m (1048576 B), keepalive",
+            "nginx": "1 worker, upstream keepalive 64, proxy_http_version 1.1, proxy_set_header Connection \"\"",
+            "haproxy": "nbthread 1, mode http, http-reuse always",
+            "rproxy": "rproxy serve --workers 1",
+            "rproxy-2w": "rproxy serve (default workers: one per core)",
+            "direct": "wrk straight at the upstream nginx (reference, no proxy)",
+        },
+    }
+    with open(out, "w") as f:
+        json.dump(meta, f, indent=2)
+        f.write("\n")
+    return 0
+
+
+# --------------------------------------------------------------------------- wrk parsing
+
+_TIME_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+_BYTES = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4, "P": 1024**5}
+
+
+def to_ms(text):
+    """'443.63us' / '1.20ms' / '2.00s' / '1.00m' -> milliseconds (float)."""
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text.strip())
+    if not m:
+        raise ValueError(f"unparseable wrk time {text!r}")
+    return float(m.group(1)) * _TIME_MS[m.group(2)]
+
+
+def to_bytes(text):
+    """'1.17GB' / '140.00MB' / '512.00B' (wrk uses 1024-based units) -> bytes."""
+    m = re.fullmatch(r"([0-9.]+)([KMGTP]?)B", text.strip())
+    if not m:
+        raise ValueError(f"unparseable wrk size {text!r}")
+    return float(m.group(1)) * _BYTES[m.group(2)]
+
+
+def parse_wrk(text):
+    """Return a dict of the numbers in one `wrk --latency` output (missing ones are None)."""
+    out = {
+        "requests": None, "requests_per_sec": None, "bytes_per_sec": None,
+        "p50_ms": None, "p75_ms": None, "p90_ms": None, "p99_ms": None,
+        "errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0, "non_2xx_3xx": 0},
+        "error_lines": [],
+    }
+    in_dist = False
+    for line in text.splitlines():
+        s = line.strip()
+        if s.startswith("Latency Distribution"):
+            in_dist = True
+            continue
+        if in_dist:
+            m = re.fullmatch(r"(50|75|90|99)%\s+(\S+)", s)
+            if m:
+                out[f"p{m.group(1)}_ms"] = to_ms(m.group(2))
+                continue
+            in_dist = False
+        m = re.match(r"(\d+) requests in ", s)
+        if m:
+            out["requests"] = int(m.group(1))
+        m = re.match(r"Requests/sec:\s+([0-9.]+)", s)
+        if m:
+            out["requests_per_sec"] = float(m.group(1))
+        m = re.match(r"Transfer/sec:\s+(\S+)", s)
+        if m:
+            out["bytes_per_sec"] = to_bytes(m.group(1))
+        m = re.match(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", s)
+        if m:
+            for k, v in zip(("connect", "read", "write", "timeout"), m.groups()):
+                out["errors"][k] = int(v)
+            out["error_lines"].append(s)
+        m = re.match(r"Non-2xx or 3xx responses:\s+(\d+)", s)
+        if m:
+            out["errors"]["non_2xx_3xx"] = int(m.group(1))
+            out["error_lines"].append(s)
+        if s.startswith("unable to") or "error" in s.lower() and not s.startswith("Socket errors"):
+            if s not in out["error_lines"]:
+                out["error_lines"].append(s)
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def median(values):
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, digits=2):
+    if v is None:
+        return "-"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def fmt_ratio(v):
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def err_summary(errs):
+    parts = [f"{k}={v}" for k, v in errs.items() if v]
+    return ", ".join(parts) if parts else "0"
+
+
+def cmd_report(args):
+    meta = json.load(open(args.meta))
+    workloads = meta["workloads"]            # list of {id, ...}
+    proxies = meta["proxies"]                # ordered list of names (incl. "direct")
+    runs = []
+    with open(args.runs) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if not line or line.startswith("#"):
+                continue
+            rnd, wl, proxy, rc, status, path = line.split("\t")
+            runs.append({"round": int(rnd), "workload": wl, "proxy": proxy,
+                         "wrk_exit": int(rc), "status": status, "raw": path})
+
+    problems = list(meta.get("problems", []))
+    harness_ok = True
+    cells = {}
+    for r in runs:
+        rec = {"round": r["round"], "wrk_exit": r["wrk_exit"], "status": r["status"]}
+        if r["status"] == "ran":
+            try:
+                text = open(r["raw"], errors="replace").read()
+            except OSError:
+                text = ""
+            p = parse_wrk(text)
+            rec.update({k: p[k] for k in ("requests", "requests_per_sec", "p50_ms", "p75_ms",
+                                          "p90_ms", "p99_ms", "errors")})
+            rec["mb_per_sec"] = None if p["bytes_per_sec"] is None else p["bytes_per_sec"] / 1e6
+            if not p["requests"]:
+                harness_ok = False
+                problems.append(f"round {r['round']} {r['workload']} {r['proxy']}: wrk got no "
+                                f"responses (exit {r['wrk_exit']}): "
+                                + " | ".join(text.strip().splitlines()[-3:]))
+            if any(p["errors"].values()):
+                problems.append(f"round {r['round']} {r['workload']} {r['proxy']}: "
+                                + "; ".join(p["error_lines"]))
+        else:
+            harness_ok = False
+            problems.append(f"round {r['round']} {r['workload']} {r['proxy']}: not run ({r['status']})")
+        cells.setdefault((r["workload"], r["proxy"]), []).append(rec)
+
+    results = []
+    by_key = {}
+    for wl in workloads:
+        for proxy in proxies:
+            recs = cells.get((wl["id"], proxy))
+            if recs is None:
+                continue
+            errs = {}
+            for rec in recs:
+                for k, v in (rec.get("errors") or {}).items():
+                    errs[k] = errs.get(k, 0) + v
+            med = {
+                "requests_per_sec": median(r.get("requests_per_sec") for r in recs),
+                "mb_per_sec": median(r.get("mb_per_sec") for r in recs),
+                "p50_ms": median(r.get("p50_ms") for r in recs),
+                "p99_ms": median(r.get("p99_ms") for r in recs),
+            }
+            row = {"workload": wl["id"], "proxy": proxy, "rounds": recs, "median": med,
+                   "errors_total": errs}
+            results.append(row)
+            by_key[(wl["id"], proxy)] = row
+
+    for row in results:
+        ref = by_key.get((row["workload"], "nginx"))
+        thr = p99 = None
+        if ref:
+            a, b = row["median"]["requests_per_sec"], ref["median"]["requests_per_sec"]
+            thr = a / b if a is not None and b else None
+            a, b = row["median"]["p99_ms"], ref["median"]["p99_ms"]
+            p99 = a / b if a is not None and b else None
+        row["ratio_vs_nginx"] = {"throughput": thr, "p99": p99}
+
+    # Acceptance targets (reported, never turned into an exit code).
+    acceptance = []
+    for proxy in [p for p in proxies if p.startswith("rproxy")]:
+        r = by_key.get(("ka-1k-c50", proxy))
+        if r:
+            v = r["ratio_vs_nginx"]["throughput"]
+            acceptance.append({"proxy": proxy, "target": "throughput >= 0.6x nginx at 50 connections (1 KiB)",
+                               "official": proxy == "rproxy", "workload": "ka-1k-c50", "value": v,
+                               "pass": None if v is None else v >= 0.6})
+        r = by_key.get(("1k-c1000", proxy))
+        if r:
+            v = r["ratio_vs_nginx"]["p99"]
+            acceptance.append({"proxy": proxy, "target": "p99 <= 2x nginx at 1000 connections (1 KiB)",
+                               "official": proxy == "rproxy", "workload": "1k-c1000", "value": v,
+                               "pass": None if v is None else v <= 2.0})
+
+    # ---------------------------------------------------------------- render
+    header = ["workload", "proxy", "req/s", "MB/s", "p50 ms", "p99 ms",
+              "req/s vs nginx", "p99 vs nginx", "errors (all rounds)"]
+    table = []
+    for row in results:
+        m = row["median"]
+        table.append([row["workload"], row["proxy"], fmt(m["requests_per_sec"], 1),
+                      fmt(m["mb_per_sec"], 1), fmt(m["p50_ms"], 3), fmt(m["p99_ms"], 3),
+                      fmt_ratio(row["ratio_vs_nginx"]["throughput"]),
+                      fmt_ratio(row["ratio_vs_nginx"]["p99"]), err_summary(row["errors_total"])])
+    widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h)
+              for i, h in enumerate(header)]
+    right = {2, 3, 4, 5, 6, 7}
+
+    def line(cols):
+        return "  ".join(c.rjust(widths[i]) if i in right else c.ljust(widths[i])
+                         for i, c in enumerate(cols)).rstrip()
+
+    s = meta["settings"]
+    title = (f"rproxy bench {meta['timestamp']}: medians of {s['rounds']} round(s) x "
+             f"{s['duration']} s, wrk -t{s['wrk_threads']}, {meta['host']['cpus']} CPUs"
+             + ("  [SMOKE: numbers are not meaningful]" if s["smoke"] else ""))
+    print(title)
+    print(line(header))
+    print(line(["-" * w for w in widths]))
+    prev = None
+    for t in table:
+        if prev is not None and t[0] != prev:
+            print()
+        print(line(t))
+        prev = t[0]
+    if acceptance:
+        print("\nAcceptance targets" + (" (smoke run: informational only)" if s["smoke"] else "") + ":")
+        for a in acceptance:
+            verdict = "n/a" if a["pass"] is None else ("PASS" if a["pass"] else "FAIL")
+            note = "" if a["official"] else "  (informational: 2 workers vs nginx's 1)"
+            print(f"  {verdict:4}  {a['proxy']}: {a['target']}: {fmt_ratio(a['value'])}{note}")
+    if problems:
+        print("\nProblems seen:")
+        for p in problems:
+            print("  - " + p)
+
+    doc = dict(meta)
+    doc.update({"results": results, "acceptance": acceptance, "problems": problems,
+                "harness_ok": harness_ok})
+    with open(args.json, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+
+    with open(args.md, "w") as f:
+        f.write(f"# rproxy benchmark {meta['timestamp']}\n\n")
+        if s["smoke"]:
+            f.write("**Smoke run** (1 short round): checks the harness only; the numbers mean nothing.\n\n")
+        f.write(f"- medians of {s['rounds']} round(s) x {s['duration']} s per workload, "
+                f"workloads interleaved, wrk -t{s['wrk_threads']} --latency\n")
+        f.write(f"- host: {meta['host']['cpus']} CPUs, kernel {meta['host']['kernel']}, load average "
+                f"{meta['host']['loadavg_start']} at start, {meta['host']['loadavg_end']} at end\n")
+        for k, v in meta["versions"].items():
+            f.write(f"- {k}: {v}\n")
+        f.write(f"- rproxy binary: `{meta['rproxy']['path']}` (build type: {meta['rproxy']['build_type']})\n")
+        for sk in meta.get("skipped", []):
+            f.write(f"- skipped {sk['proxy']}: {sk['reason']}\n")
+        f.write("\n| " + " | ".join(header) + " |\n")
+        f.write("|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|\n")
+        for t in table:
+            f.write("| " + " | ".join(t) + " |\n")
+        f.write("\nWorkloads:\n\n")
+        for wl in workloads:
+            f.write(f"- `{wl['id']}`: {wl['description']}\n")
+        if acceptance:
+            f.write("\nAcceptance targets:\n\n")
+            for a in acceptance:
+                verdict = "n/a" if a["pass"] is None else ("PASS" if a["pass"] else "FAIL")
+                note = "" if a["official"] else " (informational: 2 workers vs nginx's 1)"
+                f.write(f"- **{verdict}** {a['proxy']}: {a['target']}: {fmt_ratio(a['value'])}{note}\n")
+        if problems:
+            f.write("\nProblems seen:\n\n")
+            for p in problems:
+                f.write(f"- {p}\n")
+    return 0 if harness_ok else 1
+
+
+def main():
+    if len(sys.argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    cmd, rest = sys.argv[1], sys.argv[2:]
+    if cmd == "ports":
+        return cmd_ports(int(rest[0]))
+    if cmd == "wait":
+        return cmd_wait(rest[0], float(rest[1]))
+    if cmd == "check":
+        return cmd_check(rest[0], int(rest[1]))
+    if cmd == "meta":
+        return cmd_meta(rest[0])
+    if cmd == "report":
+        ap = argparse.ArgumentParser(prog="benchlib.py report")
+        ap.add_argument("--runs", required=True)
+        ap.add_argument("--meta", required=True)
+        ap.add_argument("--json", required=True)
+        ap.add_argument("--md", required=True)
+        return cmd_report(ap.parse_args(rest))
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

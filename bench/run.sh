@@ -1,0 +1,418 @@
+#!/usr/bin/env bash
+# Benchmark `rproxy serve` against nginx and HAProxy as reverse proxies, on this machine, in one run.
+# See bench/README.md for what it measures and how to read the output.
+#
+# Usage: bench/run.sh [--rproxy PATH] [--rounds N] [--duration SECONDS] [--smoke] [--out DIR] [--no-install]
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+LIB="$SCRIPT_DIR/benchlib.py"
+
+usage() {
+  cat <<EOF
+Usage: bench/run.sh [--rproxy PATH] [--rounds N] [--duration SECONDS] [--smoke] [--out DIR] [--no-install]
+
+  --rproxy PATH      rproxy binary (default: build/rproxy; if absent, a Release build in build-release/)
+  --rounds N         interleaved rounds; the table shows medians over them (default 3)
+  --duration SEC     seconds per wrk run (default 10)
+  --smoke            1 round of 2 s: checks that the harness works; numbers are not meaningful
+  --out DIR          where <timestamp>.json/.md (and <timestamp>-logs/) go (default bench/results)
+  --no-install       never apt-get install missing tools (peers that are missing are skipped)
+
+Environment: WRK_THREADS (default 1), WRK_TIMEOUT (default 5s).
+Exit status: 0 if every proxy answered every run and the table was written; 1 otherwise;
+2 for usage errors or missing required tools (wrk, nginx, python3).
+EOF
+}
+
+RPROXY=""
+ROUNDS=3
+DURATION=10
+SMOKE=0
+OUT="$REPO_ROOT/bench/results"
+ALLOW_INSTALL=1
+ROUNDS_SET=0
+DURATION_SET=0
+WRK_THREADS=${WRK_THREADS:-1}
+WRK_TIMEOUT=${WRK_TIMEOUT:-5s}
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --rproxy) RPROXY=${2:?--rproxy needs a path}; shift 2 ;;
+    --rproxy=*) RPROXY=${1#*=}; shift ;;
+    --rounds) ROUNDS=${2:?--rounds needs a number}; ROUNDS_SET=1; shift 2 ;;
+    --rounds=*) ROUNDS=${1#*=}; ROUNDS_SET=1; shift ;;
+    --duration) DURATION=${2:?--duration needs seconds}; DURATION_SET=1; shift 2 ;;
+    --duration=*) DURATION=${1#*=}; DURATION_SET=1; shift ;;
+    --smoke) SMOKE=1; shift ;;
+    --out) OUT=${2:?--out needs a directory}; shift 2 ;;
+    --out=*) OUT=${1#*=}; shift ;;
+    --no-install) ALLOW_INSTALL=0; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+if [[ $SMOKE == 1 ]]; then
+  [[ $ROUNDS_SET == 1 ]] || ROUNDS=1
+  [[ $DURATION_SET == 1 ]] || DURATION=2
+fi
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --rounds must be a positive integer" >&2; exit 2; }
+[[ $DURATION =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --duration must be a positive whole number of seconds" >&2; exit 2; }
+[[ $WRK_THREADS =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: WRK_THREADS must be a positive integer" >&2; exit 2; }
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# ------------------------------------------------------------------------------------------ tools
+command -v python3 >/dev/null || { echo "run.sh: python3 is required" >&2; exit 2; }
+
+declare -A PKG_OF=([wrk]=wrk [nginx]=nginx-light [haproxy]=haproxy)
+find_tool() {  # nginx/haproxy live in /usr/sbin, which is not always on PATH
+  command -v "$1" 2>/dev/null || { [[ -x /usr/sbin/$1 ]] && echo "/usr/sbin/$1"; } || true
+}
+missing_pkgs=()
+for t in wrk nginx haproxy; do
+  [[ -n $(find_tool "$t") ]] || missing_pkgs+=("${PKG_OF[$t]}")
+done
+if [[ ${#missing_pkgs[@]} -gt 0 ]]; then
+  if [[ $ALLOW_INSTALL == 1 && $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    log "installing missing packages: ${missing_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y "${missing_pkgs[@]}" >/dev/null 2>&1; then
+      apt-get update >/dev/null 2>&1 || true
+      # one package that cannot be installed must not stop the others
+      for p in "${missing_pkgs[@]}"; do
+        apt-get install -y "$p" >/dev/null 2>&1 || log "could not install $p with apt-get"
+      done
+    fi
+  else
+    log "missing packages (${missing_pkgs[*]}) and installing is not allowed here (--no-install or not root)"
+  fi
+fi
+WRK=$(find_tool wrk)
+NGINX=$(find_tool nginx)
+HAPROXY=$(find_tool haproxy)
+[[ -n $WRK ]] || { echo "run.sh: wrk is required (apt-get install wrk)" >&2; exit 2; }
+[[ -n $NGINX ]] || { echo "run.sh: nginx is required (apt-get install nginx-light)" >&2; exit 2; }
+
+# ------------------------------------------------------------------------------------------ rproxy
+if [[ -z $RPROXY ]]; then
+  if [[ -x $REPO_ROOT/build/rproxy ]]; then
+    RPROXY=$REPO_ROOT/build/rproxy
+  else
+    log "no build/rproxy: building a Release binary into build-release/"
+    cmake -S "$REPO_ROOT" -B "$REPO_ROOT/build-release" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+      -DRPROXY_BUILD_TESTS=OFF >/dev/null
+    ninja -C "$REPO_ROOT/build-release" rproxy >/dev/null
+    RPROXY=$REPO_ROOT/build-release/rproxy
+  fi
+fi
+[[ -x $RPROXY ]] || { echo "run.sh: rproxy binary not found or not executable: $RPROXY" >&2; exit 2; }
+RPROXY=$(cd "$(dirname "$RPROXY")" && pwd)/$(basename "$RPROXY")
+RPROXY_BUILD=unknown
+if [[ -f $(dirname "$RPROXY")/CMakeCache.txt ]]; then
+  RPROXY_BUILD=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$(dirname "$RPROXY")/CMakeCache.txt")
+  RPROXY_BUILD=${RPROXY_BUILD:-unknown}
+fi
+[[ $RPROXY_BUILD == Release || $RPROXY_BUILD == RelWithDebInfo || $RPROXY_BUILD == unknown ]] ||
+  log "warning: $RPROXY is a $RPROXY_BUILD build; numbers will not represent a release"
+
+# ------------------------------------------------------------------------------------------ limits
+# 1000 client connections plus as many upstream ones per proxy, plus wrk's own sockets.
+want_nofile=65536
+hard=$(ulimit -Hn)
+if [[ $hard != unlimited && $hard -lt $want_nofile ]]; then
+  ulimit -Hn "$want_nofile" 2>/dev/null || want_nofile=$hard
+fi
+ulimit -n "$want_nofile" 2>/dev/null || true
+if [[ $(ulimit -n) != unlimited && $(ulimit -n) -lt 4096 ]]; then
+  log "warning: open-file limit is $(ulimit -n); the 1000-connection workload may fail"
+fi
+
+# ------------------------------------------------------------------------------------------ workspace and cleanup
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/rproxy-bench.XXXXXX")
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+PIDS=()
+NAMES=()
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  local pid
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    local alive=0
+    for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [[ $alive == 0 ]] && break
+    sleep 0.1
+  done
+  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+mkdir -p "$WORK/www" "$WORK/logs" "$WORK/raw" "$WORK/upstream" "$WORK/nginx"
+head -c 1024 /dev/zero | tr '\0' 'a' >"$WORK/www/1k"
+head -c 1048576 /dev/zero | tr '\0' 'b' >"$WORK/www/1m"
+# mktemp makes a 0700 dir; nginx workers run as an unprivileged user when started as root
+chmod 755 "$WORK" "$WORK/www" && chmod 644 "$WORK/www/1k" "$WORK/www/1m"
+PROBLEMS="$WORK/problems.txt"; : >"$PROBLEMS"
+SKIPPED="$WORK/skipped.tsv"; : >"$SKIPPED"
+
+read -r P_UP P_NGINX P_HAPROXY P_RP1 P_RP2 < <(python3 "$LIB" ports 5)
+
+# start NAME LOGBASE CMD...: run CMD in the background, remember its pid under NAME
+start() {
+  local name=$1 logbase=$2; shift 2
+  "$@" >"$logbase.out" 2>"$logbase.err" &
+  PIDS+=("$!")
+  NAMES+=("$name")
+  eval "PID_${name//-/_}=$!"
+}
+pid_of() { local v="PID_${1//-/_}"; echo "${!v:-}"; }
+alive() { local p; p=$(pid_of "$1"); [[ -n $p ]] && kill -0 "$p" 2>/dev/null; }
+
+# nginx refuses to start if it cannot write its temp dirs: keep every path inside the prefix.
+nginx_common() {  # $1 = prefix dir
+  cat <<EOF
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 8192; }
+EOF
+}
+nginx_http_paths() {
+  cat <<EOF
+  client_body_temp_path $1/client_body;
+  proxy_temp_path $1/proxy;
+  fastcgi_temp_path $1/fastcgi;
+  uwsgi_temp_path $1/uwsgi;
+  scgi_temp_path $1/scgi;
+  access_log off;
+  keepalive_timeout 75s;
+  keepalive_requests 1000000;
+EOF
+}
+
+# Upstream: static files, keep-alive, 1 worker.
+{
+  nginx_common "$WORK/upstream"
+  echo "http {"
+  nginx_http_paths "$WORK/upstream"
+  cat <<EOF
+  default_type application/octet-stream;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  server {
+    listen 127.0.0.1:$P_UP backlog=4096;
+    root $WORK/www;
+    location / { }
+  }
+}
+EOF
+} >"$WORK/upstream/nginx.conf"
+
+# nginx as the reverse proxy: 1 worker, upstream keepalive 64.
+{
+  nginx_common "$WORK/nginx"
+  echo "http {"
+  nginx_http_paths "$WORK/nginx"
+  cat <<EOF
+  tcp_nodelay on;
+  upstream backend {
+    server 127.0.0.1:$P_UP;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$P_NGINX backlog=4096;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+} >"$WORK/nginx/nginx.conf"
+
+cat >"$WORK/haproxy.cfg" <<EOF
+global
+  nbthread 1
+  maxconn 8192
+defaults
+  mode http
+  maxconn 8192
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 75s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$P_HAPROXY
+  default_backend be
+backend be
+  server up 127.0.0.1:$P_UP
+EOF
+
+# ------------------------------------------------------------------------------------------ start everything
+VERSIONS="$WORK/versions.tsv"
+{
+  printf 'rproxy\t%s\n' "$("$RPROXY" --version 2>&1 | head -1)"
+  printf 'nginx\t%s\n' "$("$NGINX" -v 2>&1 | head -1)"
+  [[ -n $HAPROXY ]] && printf 'haproxy\t%s\n' "$("$HAPROXY" -v 2>&1 | head -1)"
+  printf 'wrk\t%s\n' "$("$WRK" -v 2>&1 | head -1 | sed 's/ *Copyright.*//')"
+} >"$VERSIONS"
+
+start upstream "$WORK/logs/upstream" "$NGINX" -p "$WORK/upstream" -e "$WORK/upstream/error.log" \
+  -c "$WORK/upstream/nginx.conf" -g 'daemon off;'
+start nginx "$WORK/logs/nginx" "$NGINX" -p "$WORK/nginx" -e "$WORK/nginx/error.log" \
+  -c "$WORK/nginx/nginx.conf" -g 'daemon off;'
+if [[ -n $HAPROXY ]]; then
+  start haproxy "$WORK/logs/haproxy" "$HAPROXY" -db -f "$WORK/haproxy.cfg"
+else
+  printf 'haproxy\tnot installed%s\n' "$([[ $ALLOW_INSTALL == 1 ]] && echo ' and apt-get install haproxy failed' || echo ' (--no-install)')" >>"$SKIPPED"
+  log "HAProxy is not available: skipping that peer"
+fi
+start rproxy "$WORK/logs/rproxy" "$RPROXY" serve --listen "127.0.0.1:$P_RP1" --to "http://127.0.0.1:$P_UP" --workers 1
+start rproxy-2w "$WORK/logs/rproxy-2w" "$RPROXY" serve --listen "127.0.0.1:$P_RP2" --to "http://127.0.0.1:$P_UP"
+
+declare -A PORT=([direct]=$P_UP [nginx]=$P_NGINX [haproxy]=$P_HAPROXY [rproxy]=$P_RP1 [rproxy-2w]=$P_RP2)
+declare -A PROC=([direct]=upstream [nginx]=nginx [haproxy]=haproxy [rproxy]=rproxy [rproxy-2w]=rproxy-2w)
+CANDIDATES=(direct nginx haproxy rproxy rproxy-2w)
+TARGETS=()
+failed=0
+for t in "${CANDIDATES[@]}"; do
+  p=${PROC[$t]}
+  [[ -n $(pid_of "$p") ]] || continue
+  if ! python3 "$LIB" wait "127.0.0.1:${PORT[$t]}" 10 || ! alive "$p"; then
+    msg="$t did not start listening on 127.0.0.1:${PORT[$t]}: $(tail -n 5 "$WORK/logs/$p.err" | tr '\n' ' ')"
+    log "$msg"; echo "$msg" >>"$PROBLEMS"; failed=1
+    [[ $t == direct ]] && { echo "run.sh: the upstream did not start; nothing to measure" >&2; exit 1; }
+    continue
+  fi
+  ok=1
+  for f in 1k:1024 1m:1048576; do
+    if ! err=$(python3 "$LIB" check "http://127.0.0.1:${PORT[$t]}/${f%%:*}" "${f#*:}" 2>&1); then
+      msg="$t did not answer GET /${f%%:*} correctly: $err"
+      log "$msg"; echo "$msg" >>"$PROBLEMS"; ok=0; failed=1
+    fi
+  done
+  if [[ $ok == 1 ]]; then
+    TARGETS+=("$t")
+  elif [[ $t == direct ]]; then
+    echo "run.sh: the upstream does not serve the test files; nothing to measure" >&2; exit 1
+  fi
+done
+[[ $failed == 0 ]] || log "some proxies did not answer; they are left out of the table"
+log "rproxy: $RPROXY ($RPROXY_BUILD); peers: ${TARGETS[*]}"
+log "ports: upstream=$P_UP nginx=$P_NGINX haproxy=$P_HAPROXY rproxy=$P_RP1 rproxy-2w=$P_RP2"
+
+# ------------------------------------------------------------------------------------------ workloads
+# id, path, connections, wrk threads, description
+WORKLOADS="$WORK/workloads.tsv"
+cat >"$WORKLOADS" <<EOF
+ka-1k-c50	/1k	50	$WRK_THREADS	keep-alive GETs of a 1 KiB static file over 50 connections (throughput at moderate concurrency)
+1k-c1000	/1k	1000	$WRK_THREADS	keep-alive GETs of a 1 KiB static file over 1000 connections (tail latency under many connections)
+1m-c10	/1m	10	$WRK_THREADS	keep-alive GETs of a 1 MiB static file over 10 connections (bulk transfer; read MB/s)
+EOF
+mapfile -t WL_LINES <"$WORKLOADS"
+
+RUNS="$WORK/runs.tsv"; : >"$RUNS"
+run_wrk() {  # out path conns threads duration port
+  local out=$1 path=$2 conns=$3 threads=$4 dur=$5 port=$6
+  set +e
+  timeout $((dur + 60)) "$WRK" -t"$threads" -c"$conns" -d"${dur}s" --timeout "$WRK_TIMEOUT" --latency \
+    "http://127.0.0.1:$port$path" >"$out" 2>&1
+  local rc=$?
+  set -e
+  return $rc
+}
+
+GAP=1; [[ $SMOKE == 1 ]] && GAP=0.3
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD_START%% *}" -v c="$(nproc)" 'BEGIN {exit !(l > 0.25 * c)}'; then
+  msg="machine was busy when the benchmark started (load average $LOAD_START on $(nproc) CPUs): numbers are noisy"
+  log "warning: $msg"; echo "$msg" >>"$PROBLEMS"
+fi
+log "warm-up: 1 s per proxy"
+for t in "${TARGETS[@]}"; do run_wrk "$WORK/raw/warmup-$t.txt" /1k 50 1 1 "${PORT[$t]}" || true; done
+
+total=$(( ROUNDS * ${#WL_LINES[@]} * ${#TARGETS[@]} ))
+n=0
+for ((round = 1; round <= ROUNDS; round++)); do
+  # rotate the proxy order each round so no proxy always runs right after the same neighbour
+  order=()
+  for ((i = 0; i < ${#TARGETS[@]}; i++)); do
+    order+=("${TARGETS[$(( (i + round - 1) % ${#TARGETS[@]} ))]}")
+  done
+  for wl in "${WL_LINES[@]}"; do
+    IFS=$'\t' read -r wid wpath wconns wthreads _ <<<"$wl"
+    for t in "${order[@]}"; do
+      n=$((n + 1))
+      raw="$WORK/raw/r$round-$wid-$t.txt"
+      if ! alive "${PROC[$t]}"; then
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$wid" "$t" -1 "process-exited" "$raw" >>"$RUNS"
+        log "[$n/$total] round $round $wid $t: skipped, the process has exited"
+        continue
+      fi
+      rc=0
+      run_wrk "$raw" "$wpath" "$wconns" "$wthreads" "$DURATION" "${PORT[$t]}" || rc=$?
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$wid" "$t" "$rc" "ran" "$raw" >>"$RUNS"
+      summary=$(awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {printf "%s req/s, p99 %s", r, p}' "$raw")
+      errs=$(grep -E 'Socket errors|Non-2xx|unable to' "$raw" | tr '\n' ' ' || true)
+      log "[$n/$total] round $round $wid $t: $summary${errs:+  !! $errs}"
+      if ! alive "${PROC[$t]}"; then
+        p=$(pid_of "${PROC[$t]}")
+        wait "$p" 2>/dev/null && st=0 || st=$?
+        msg="$t exited during round $round $wid (status $st$([[ $st -gt 128 ]] && echo ", signal $((st - 128))")); last stderr: $(tail -n 5 "$WORK/logs/${PROC[$t]}.err" | tr '\n' ' ')"
+        log "$msg"; echo "$msg" >>"$PROBLEMS"; failed=1
+      fi
+      sleep "$GAP"
+    done
+  done
+done
+
+# ------------------------------------------------------------------------------------------ report
+for t in "${TARGETS[@]}"; do  # stderr lines from the proxies are worth reading even when nothing crashed
+  p=${PROC[$t]}
+  if [[ -s $WORK/logs/$p.err ]] && grep -qvE '^rproxy: (listening on|  /)' "$WORK/logs/$p.err"; then
+    c=$(wc -l <"$WORK/logs/$p.err")
+    echo "$t wrote $c line(s) to stderr; last: $(tail -n 3 "$WORK/logs/$p.err" | tr '\n' ' ')" >>"$PROBLEMS"
+  fi
+done
+
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+mkdir -p "$OUT/$TS-logs"
+cp -r "$WORK/raw" "$WORK/logs" "$WORK/runs.tsv" "$OUT/$TS-logs/" 2>/dev/null || true
+cp "$WORK/upstream/nginx.conf" "$OUT/$TS-logs/upstream-nginx.conf"
+cp "$WORK/nginx/nginx.conf" "$OUT/$TS-logs/proxy-nginx.conf"
+cp "$WORK/upstream/error.log" "$OUT/$TS-logs/upstream-error.log" 2>/dev/null || true
+cp "$WORK/nginx/error.log" "$OUT/$TS-logs/proxy-nginx-error.log" 2>/dev/null || true
+[[ -n $HAPROXY ]] && cp "$WORK/haproxy.cfg" "$OUT/$TS-logs/haproxy.cfg"
+# the runs file names temp paths: point it at the copies
+sed -i "s#$WORK/raw/#$OUT/$TS-logs/raw/#" "$OUT/$TS-logs/runs.tsv"
+
+BENCH_TS=$TS BENCH_ROUNDS=$ROUNDS BENCH_DURATION=$DURATION BENCH_SMOKE=$SMOKE \
+BENCH_WRK_THREADS=$WRK_THREADS BENCH_WRK_TIMEOUT=$WRK_TIMEOUT BENCH_CPUS=$(nproc) BENCH_KERNEL=$(uname -r) \
+BENCH_RPROXY=$RPROXY BENCH_RPROXY_BUILD=$RPROXY_BUILD BENCH_PROXIES="${TARGETS[*]}" \
+BENCH_WORKLOADS_FILE=$WORKLOADS BENCH_SKIPPED_FILE=$SKIPPED BENCH_VERSIONS_FILE=$VERSIONS \
+BENCH_PROBLEMS_FILE=$PROBLEMS BENCH_LOAD_START=$LOAD_START BENCH_LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)" \
+  python3 "$LIB" meta "$WORK/meta.json"
+
+rc=0
+python3 "$LIB" report --runs "$OUT/$TS-logs/runs.tsv" --meta "$WORK/meta.json" \
+  --json "$OUT/$TS.json" --md "$OUT/$TS.md" || rc=$?
+echo
+echo "wrote $OUT/$TS.json, $OUT/$TS.md and raw wrk/proxy logs in $OUT/$TS-logs/"
+if [[ $rc != 0 || $failed != 0 ]]; then
+  echo "run.sh: FAILED: a proxy did not answer or exited (see 'Problems seen' above)" >&2
+  exit 1
+fi
+exit 0

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages rproxy builds and tests with (run as root). Nothing else is downloaded.
+set -euo pipefail
+pkgs=(build-essential cmake ninja-build pkg-config
+      libasio-dev libcli11-dev libcpp-httplib-dev nlohmann-json3-dev doctest-dev libssl-dev
+      curl python3 procps)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

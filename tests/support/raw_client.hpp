@@ -1,0 +1,112 @@
+// RawClient: a blocking TCP client for integration tests. It sends literal bytes and parses what comes back
+// itself (its own HTTP/1.1 response and chunked decoding, independent of the engine's parser), so tests
+// see exactly the bytes rproxy put on the wire. Every read has a timeout; nothing here can hang a test.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "echo_server.hpp"
+
+namespace rproxy::test {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+long long ms_since(Clock::time_point t);
+bool iequal(std::string_view a, std::string_view b);
+
+// HttpResponse is one parsed response. status == 0 means no (complete) head arrived; complete == false
+// means the head arrived but the body ended early (peer closed or timed out before its framing said so).
+struct HttpResponse {
+  int status = 0;
+  std::string version;  // "HTTP/1.1"
+  std::string reason;
+  std::vector<std::pair<std::string, std::string>> headers;  // wire order, values trimmed
+  std::string body;                                        // de-chunked
+  bool complete = false;
+  bool chunked = false;
+  std::string raw_head;  // status line + fields + CRLF CRLF, as received
+
+  std::optional<std::string> header(std::string_view name) const;
+  std::size_t header_count(std::string_view name) const;
+  bool has_header(std::string_view name) const { return header_count(name) > 0; }
+  nlohmann::json json() const;  // throws when the body is not JSON
+};
+
+// ReadOptions say how a response body is delimited for the request it answers.
+struct ReadOptions {
+  bool head_request = false;  // a response to HEAD has no body
+  milliseconds timeout{5000};   // for the whole response
+};
+
+class RawClient {
+ public:
+  // Connects to host:port (IPv4 or IPv6 literal); throws std::runtime_error on failure.
+  explicit RawClient(std::uint16_t port, const std::string& host = "127.0.0.1");
+  ~RawClient();
+  RawClient(const RawClient&) = delete;
+  RawClient& operator=(const RawClient&) = delete;
+
+  // send writes all of data; throws on failure. try_send reports failure instead.
+  void send(std::string_view data);
+  bool try_send(std::string_view data);
+
+  // fill reads whatever is available into the buffer, waiting up to timeout. False on EOF, reset, error
+  // or timeout (peer_closed()/was_reset() tell which).
+  bool fill(milliseconds timeout);
+
+  // read_response parses one response from the buffer, reading more as needed. Never throws; see
+  // HttpResponse for how an incomplete response looks. Interim 1xx responses are returned on their own.
+  HttpResponse read_response(ReadOptions options = {});
+  // read_head parses only a status line and header section (body bytes stay in the buffer).
+  HttpResponse read_head(milliseconds timeout = milliseconds(5000));
+
+  // read_chunk reads one chunk of a chunked body whose head was read with read_head: its data, "" for the
+  // last chunk (trailers consumed), nullopt on close, timeout or bad framing.
+  std::optional<std::string> read_chunk(milliseconds timeout = milliseconds(5000));
+
+  // read_until_close reads until EOF/reset or timeout; returns everything received (including the buffer).
+  std::string read_until_close(milliseconds timeout = milliseconds(5000));
+  // wait_closed tells whether the peer closed (EOF or reset) within timeout; data read meanwhile is kept.
+  bool wait_closed(milliseconds timeout = milliseconds(5000));
+
+  // read_frame decodes one WebSocket frame (nullopt on close, timeout or an invalid frame).
+  std::optional<WebSocketFrame> read_frame(milliseconds timeout = milliseconds(5000));
+
+  bool peer_closed() const { return peer_closed_; }
+  bool was_reset() const { return reset_; }
+  std::string& buffer() { return buf_; }
+  int fd() const { return fd_; }
+  // shutdown_write half-closes the connection (the peer reads EOF).
+  void shutdown_write();
+
+ private:
+  bool take_line(std::string& line, Clock::time_point deadline);
+  bool need(std::size_t n, Clock::time_point deadline);
+  bool fill_until(Clock::time_point deadline);
+
+  int fd_ = -1;
+  std::string buf_;
+  bool peer_closed_ = false;
+  bool reset_ = false;
+};
+
+// fetch connects to 127.0.0.1:port, sends request and reads one response.
+HttpResponse fetch(std::uint16_t port, const std::string& request, ReadOptions options = {});
+
+// Request helpers.
+std::string get_request(const std::string& target, const std::string& host = "proxy.test",
+                        const std::string& extra_headers = "");
+
+// check_payload compares body with echo_payload_byte() from offset; returns the first bad offset or -1.
+long long first_payload_mismatch(std::string_view body, std::uint64_t offset = 0);
+
+}  // namespace rproxy::test
