@@ -7,6 +7,7 @@
 #include <chrono>
 #include <functional>
 #include <list>
+#include <optional>
 
 #include <asio/steady_timer.hpp>
 
@@ -46,12 +47,17 @@ class DeadlineWheel {
   explicit DeadlineWheel(asio::any_io_executor ex, std::chrono::milliseconds tick = std::chrono::milliseconds(20));
   void start();
   void stop();
+  // release destroys the timer; call before the io_context goes away (entries may outlive it).
+  void release() {
+    stop();
+    timer_.reset();
+  }
 
  private:
   friend class Deadline;
   void schedule();
   void sweep();
-  asio::steady_timer timer_;
+  std::optional<asio::steady_timer> timer_;
   std::chrono::milliseconds tick_;
   std::list<Deadline*> entries_;
   bool stopped_ = false;
@@ -64,16 +70,16 @@ inline Deadline::Deadline(DeadlineWheel& wheel, std::function<void()> on_expire)
 inline Deadline::~Deadline() { wheel_.entries_.erase(pos_); }
 
 inline DeadlineWheel::DeadlineWheel(asio::any_io_executor ex, std::chrono::milliseconds tick)
-    : timer_(ex), tick_(tick) {}
+    : timer_(std::in_place, ex), tick_(tick) {}
 inline void DeadlineWheel::start() { schedule(); }
 inline void DeadlineWheel::stop() {
   stopped_ = true;
-  timer_.cancel();
+  if (timer_) timer_->cancel();
 }
 inline void DeadlineWheel::schedule() {
-  if (stopped_) return;
-  timer_.expires_after(tick_);
-  timer_.async_wait([this](std::error_code ec) {
+  if (stopped_ || !timer_) return;
+  timer_->expires_after(tick_);
+  timer_->async_wait([this](std::error_code ec) {
     if (ec || stopped_) return;
     sweep();
     schedule();

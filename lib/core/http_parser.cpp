@@ -153,14 +153,18 @@ void scan_head(std::string_view data, const ParseLimits& limits, int error_statu
   }
 }
 
+// Percent-encoding is checked in the path only: routing and prefix stripping read the path, while the
+// query is the application's business and is forwarded byte for byte, malformed escapes included.
 bool valid_target_chars(std::string_view t, std::string& err) {
+  bool in_query = false;
   for (std::size_t i = 0; i < t.size(); ++i) {
     auto c = static_cast<unsigned char>(t[i]);
     if (c <= 0x20 || c == 0x7f) {
       err = "invalid character in request target";
       return false;
     }
-    if (c == '%') {
+    if (c == '?') in_query = true;
+    if (c == '%' && !in_query) {
       if (i + 2 >= t.size() || !is_hex(t[i + 1]) || !is_hex(t[i + 2])) {
         err = "malformed percent-encoding in request target";
         return false;

@@ -36,7 +36,12 @@ struct Worker {
       : ctx_owner(std::make_unique<asio::io_context>(1)), ctx(*ctx_owner), shared(s), wheel(ctx.get_executor()) {}
   // The loop is destroyed first: destroying it destroys suspended connection coroutines, whose
   // destructors still use the members below.
-  ~Worker() { ctx_owner.reset(); }
+  // Sockets and timers must be destroyed while their io_context still exists.
+  ~Worker() {
+    pool.clear();
+    wheel.release();
+    ctx_owner.reset();
+  }
   std::unique_ptr<asio::io_context> ctx_owner;
   asio::io_context& ctx;
   ServerShared& shared;

@@ -130,7 +130,7 @@ TEST_SUITE("serve") {
     REQUIRE(head.status == 101);
     CHECK(iequal(head.header("Upgrade").value_or(""), "websocket"));
     CHECK(iequal(head.header("Connection").value_or(""), "upgrade"));
-    CHECK(head.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGJRzo5APbYBA=");
+    CHECK(head.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 
     const WebSocketMask mask{0x11, 0x22, 0x33, 0x44};
     c.send(websocket_client_frame(WebSocketOpcode::Text, "hello through rproxy", mask));
