@@ -1,6 +1,5 @@
 #include "common_flags.hpp"
 
-#include <cctype>
 
 namespace rproxy::cli {
 
@@ -38,18 +37,6 @@ void CommonFlags::add_to(CLI::App& sub) {
       ->check(CLI::IsMember({"text", "json"}))->type_name("FORMAT");
   sub.add_option("--seed", seed, "Seed for every random choice, default 1 [seed]")->type_name("N");
   sub.add_option("--workers", workers, "Event loops, 0 = one per core [workers]")->type_name("N");
-}
-
-std::string route_name_for_prefix(const std::string& prefix) {
-  std::string name;
-  for (char c : prefix) {
-    bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
-    if (ok) name += c;
-    else if (!name.empty() && name.back() != '_') name += '_';
-  }
-  while (!name.empty() && name.back() == '_') name.pop_back();
-  if (name.empty()) name = "root";
-  return name.substr(0, 64);
 }
 
 bool parse_route_flag(const std::string& text, std::string& prefix, std::vector<std::string>& urls) {
@@ -103,7 +90,6 @@ Scenario CommonFlags::build() const {
         continue;
       }
       Route route;
-      route.name = route_name_for_prefix(prefix);
       route.match.path_prefix = prefix;
       route.strip_prefix = strip_prefix;
       for (const auto& u : urls) route.upstreams.push_back(url_of("--route", u));
@@ -111,20 +97,13 @@ Scenario CommonFlags::build() const {
     }
     if (!to.empty()) {
       Route route;
-      route.name = "default";
       for (const auto& u : to) route.upstreams.push_back(url_of("--to", u));
       s.routes.push_back(std::move(route));
     }
   }
   for (auto& route : s.routes) {
-    if (balance) {
-      static const std::map<std::string, Balance> kBalance{{"round_robin", Balance::RoundRobin},
-                                                           {"least_conn", Balance::LeastConn},
-                                                           {"random", Balance::Random},
-                                                           {"weighted", Balance::Weighted}};
-      route.balance = kBalance.at(*balance);
-    }
-    if (host_header) route.host_header = *host_header == "upstream" ? HostHeader::Upstream : HostHeader::Preserve;
+    if (balance) route.balance = *parse_balance(*balance);  // IsMember already checked the spelling
+    if (host_header) route.host_header = *parse_host_header(*host_header);
     duration_of("--connect-timeout", connect_timeout, route.connect_timeout);
     duration_of("--read-timeout", read_timeout, route.read_timeout);
   }
@@ -142,7 +121,8 @@ Scenario CommonFlags::build() const {
   if (s.routes.empty() && problems.empty())
     problems.push_back("no upstream: give --to URL, --route PREFIX=URL or --scenario FILE");
   if (!problems.empty()) throw ConfigError(problems);
-  // Flags produce the same model a file does, so they get the same validation.
+  // Flags produce the same model a file does, so they get the same names and the same validation.
+  fill_default_names(s);
   auto more = validate_scenario(s);
   if (!more.empty()) throw ConfigError(more);
   return s;

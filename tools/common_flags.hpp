@@ -38,8 +38,6 @@ struct CommonFlags {
   Scenario build() const;
 };
 
-// route_name_for_prefix derives a route name from a --route prefix ("/api/v1" → "api_v1", "/" → "root").
-std::string route_name_for_prefix(const std::string& prefix);
 // parse_route_flag splits "PREFIX=URL[,URL...]" into prefix and URLs.
 bool parse_route_flag(const std::string& text, std::string& prefix, std::vector<std::string>& urls);
 

@@ -10,10 +10,7 @@ std::vector<std::unique_ptr<Stage>> build_stages(const std::vector<StageSpec>& s
   for (std::size_t i = 0; i < specs.size(); ++i) {
     auto p = path + "[" + std::to_string(i) + "]";
     const auto* info = registry.find(specs[i].type);
-    if (!info) {
-      problems.push_back(p + ".type: unknown stage type \"" + specs[i].type + "\"");
-      continue;
-    }
+    if (!info) continue;  // validate_scenario already reported it
     if (auto stage = info->factory(specs[i].params, p + ".params", problems)) out.push_back(std::move(stage));
   }
   return out;
@@ -21,6 +18,7 @@ std::vector<std::unique_ptr<Stage>> build_stages(const std::vector<StageSpec>& s
 }  // namespace
 
 std::shared_ptr<const Runtime> build_runtime(Scenario scenario) {
+  fill_default_names(scenario);  // scenarios built in code get the same names as loaded ones
   auto problems = validate_scenario(scenario);
   if (!problems.empty()) throw ConfigError(std::move(problems));
   auto rt = std::make_shared<Runtime>();
