@@ -1,6 +1,7 @@
 #include "core/router.hpp"
 
 #include <algorithm>
+#include <tuple>
 
 namespace rproxy {
 
@@ -41,11 +42,14 @@ bool route_matches(const Route& route, const RequestHead& head) {
 
 Router::Router(const std::vector<Route>& routes) {
   for (std::size_t i = 0; i < routes.size(); ++i) ordered_.push_back({&routes[i], static_cast<int>(i)});
+  // As in nginx and Caddy, the host picks first (exact over wildcard over none), then the path (exact
+  // over the longest prefix; no prefix counts as "/"), then the number of method and header conditions.
   auto rank = [](const Route& r) {
     const auto& m = r.match;
-    std::size_t path_rank = m.path ? (1u << 20) : (m.path_prefix ? m.path_prefix->size() : 0);
-    std::size_t extra = (m.host ? 4 : 0) + (m.methods.empty() ? 0 : 2) + m.headers.size();
-    return std::pair{path_rank, extra};
+    int host_rank = !m.host ? 0 : (m.host->rfind("*.", 0) == 0 ? 1 : 2);
+    std::size_t path_rank = m.path ? (1u << 20) : (m.path_prefix ? m.path_prefix->size() : 1);
+    std::size_t extra = (m.methods.empty() ? 0 : 1) + m.headers.size();
+    return std::tuple{host_rank, path_rank, extra};
   };
   std::stable_sort(ordered_.begin(), ordered_.end(),
                    [&](const Entry& a, const Entry& b) { return rank(*a.route) > rank(*b.route); });

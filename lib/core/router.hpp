@@ -1,5 +1,6 @@
-// Router picks the route for a request: exact path beats the longest path prefix; among equals, a route
-// with more conditions (host, methods, headers) wins; then declaration order.
+// Router picks the route for a request: a matching host condition first (exact over "*.suffix"), then the
+// path (exact beats the longest prefix), then the route with more method/header conditions, then
+// declaration order.
 #pragma once
 
 #include <string>
