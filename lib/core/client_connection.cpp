@@ -308,7 +308,11 @@ struct ClientConnection::Impl {
     head.headers.remove("Transfer-Encoding");
     bool bodyless = ex.request.method == "HEAD" || r.status == 204 || r.status == 304 || r.status < 200;
     if (r.status != 204 && r.status != 304) head.headers.set("Content-Length", std::to_string(r.body.size()));
-    if (!keep_alive) head.headers.set("Connection", "close");
+    if (!keep_alive) {
+      head.headers.set("Connection", "close");
+    } else if (ex.request.version_minor == 0) {
+      head.headers.set("Connection", "keep-alive");  // HTTP/1.0 closes unless told otherwise
+    }
     auto wire = serialize(head);
     bytes_out = bodyless ? 0 : r.body.size();
     bool ok = false;
@@ -800,7 +804,11 @@ struct ClientConnection::Impl {
         break;
     }
     if (shared.draining.load(std::memory_order_relaxed)) keep_alive = false;
-    if (!keep_alive) resp.headers.set("Connection", "close");
+    if (!keep_alive) {
+      resp.headers.set("Connection", "close");
+    } else if (ex.request.version_minor == 0) {
+      resp.headers.set("Connection", "keep-alive");  // HTTP/1.0 closes unless told otherwise
+    }
     auto wire = serialize(resp);
     if (!co_await write_client(asio::buffer(wire))) {
       drop_upstream();
