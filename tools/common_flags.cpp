@@ -30,6 +30,10 @@ void CommonFlags::add_to(CLI::App& sub) {
       ->type_name("DURATION");
   sub.add_option("--idle-timeout", idle_timeout, "Keep-alive idle timeout, default 75s [limits.idle_timeout]")
       ->type_name("DURATION");
+  sub.add_option("--body-timeout", body_timeout, "Request body idle timeout (408), default 30s [limits.body_timeout]")
+      ->type_name("DURATION");
+  sub.add_option("--write-timeout", write_timeout, "Drop a client that stops reading, default 30s [limits.write_timeout]")
+      ->type_name("DURATION");
   sub.add_option("--drain-timeout", drain_timeout, "Graceful stop budget, default 30s [limits.drain_timeout]")
       ->type_name("DURATION");
   sub.add_option("--access-log", access_log, "Access log file, or - for stderr [access_log.path]")->type_name("FILE|-");
@@ -113,6 +117,8 @@ Scenario CommonFlags::build() const {
   }
   duration_of("--head-timeout", head_timeout, s.limits.head_timeout);
   duration_of("--idle-timeout", idle_timeout, s.limits.idle_timeout);
+  duration_of("--body-timeout", body_timeout, s.limits.body_timeout);
+  duration_of("--write-timeout", write_timeout, s.limits.write_timeout);
   duration_of("--drain-timeout", drain_timeout, s.limits.drain_timeout);
   if (access_log) s.access_log.path = *access_log;
   if (log_format) s.access_log.format = *log_format;

@@ -27,6 +27,8 @@ struct CommonFlags {
   std::optional<std::string> max_body;
   std::optional<std::string> head_timeout;
   std::optional<std::string> idle_timeout;
+  std::optional<std::string> body_timeout;
+  std::optional<std::string> write_timeout;
   std::optional<std::string> drain_timeout;
   std::optional<std::string> access_log;
   std::optional<std::string> log_format;

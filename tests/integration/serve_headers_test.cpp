@@ -142,11 +142,20 @@ TEST_SUITE("serve") {
   TEST_CASE("serve: target and query are forwarded byte for byte") {
     auto e = start_echo();
     ProxyFixture proxy(make_scenario({make_route({echo_url(*e)})}));
-    for (const std::string target : {"/a%2Fb?q=1+2&x=%20", "/%7Euser/a%20b/?k=v&&k=%41&=", "/x;p=1/y?a=/b?c",
-                                     "/UPPER/lower?Q=%2f%2F", "/?", "/a//b"}) {
+    for (const std::string target : {"/a%2Fb?q=1+2&x=%20", "/%7Euser/a%20b/?k=v&&k=%41&=", "/x;p=1/y?a=/b",
+                                     "/UPPER/lower?Q=%2f%2F", "/?", "/a//b", "/a/./b/../c"}) {
       CAPTURE(target);
       auto doc = seen_upstream(proxy.port(), get_request(target));
       CHECK(doc["target"] == target);
+    }
+    // The request line as a raw upstream receives it (also for targets the echo itself cannot parse).
+    for (const std::string target : {"/a%2Fb?q=1+2&x=%20", "/x;p=1/y?a=/b?c", "/p?redirect=http://h/x?y=1"}) {
+      CAPTURE(target);
+      ScriptedUpstream up(UpstreamScript{.response = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"});
+      ProxyFixture raw(make_scenario({make_route({up.url()})}));
+      auto r = fetch(raw.port(), get_request(target));
+      CHECK(r.status == 200);
+      CHECK(up.received().rfind("GET " + target + " HTTP/1.1\r\n", 0) == 0);
     }
   }
 
