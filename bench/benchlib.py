@@ -271,7 +271,8 @@ def cmd_report(args):
                 "p99_ms": median(r.get("p99_ms") for r in recs),
             }
             row = {"workload": wl["id"], "proxy": proxy, "rounds": recs, "median": med,
-                   "errors_total": errs}
+                   "errors_total": errs,
+                   "runs_missing": sum(1 for r in recs if r["status"] != "ran")}
             results.append(row)
             by_key[(wl["id"], proxy)] = row
 
@@ -310,7 +311,9 @@ def cmd_report(args):
         table.append([row["workload"], row["proxy"], fmt(m["requests_per_sec"], 1),
                       fmt(m["mb_per_sec"], 1), fmt(m["p50_ms"], 3), fmt(m["p99_ms"], 3),
                       fmt_ratio(row["ratio_vs_nginx"]["throughput"]),
-                      fmt_ratio(row["ratio_vs_nginx"]["p99"]), err_summary(row["errors_total"])])
+                      fmt_ratio(row["ratio_vs_nginx"]["p99"]),
+                      err_summary(row["errors_total"])
+                      + (f"; {row['runs_missing']} run(s) not done" if row["runs_missing"] else "")])
     widths = [max(len(h), *(len(t[i]) for t in table)) if table else len(h)
               for i, h in enumerate(header)]
     right = {2, 3, 4, 5, 6, 7}

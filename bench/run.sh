@@ -101,9 +101,14 @@ if [[ -z $RPROXY ]]; then
     RPROXY=$REPO_ROOT/build/rproxy
   else
     log "no build/rproxy: building a Release binary into build-release/"
-    cmake -S "$REPO_ROOT" -B "$REPO_ROOT/build-release" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-      -DRPROXY_BUILD_TESTS=OFF >/dev/null
-    ninja -C "$REPO_ROOT/build-release" rproxy >/dev/null
+    mkdir -p "$REPO_ROOT/build-release"
+    build_log="$REPO_ROOT/build-release/bench-build.log"
+    if ! { cmake -S "$REPO_ROOT" -B "$REPO_ROOT/build-release" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+             -DRPROXY_BUILD_TESTS=OFF && ninja -C "$REPO_ROOT/build-release" rproxy; } >"$build_log" 2>&1; then
+      grep -E 'error|FAILED' "$build_log" | head -n 20 >&2 || tail -n 20 "$build_log" >&2
+      echo "run.sh: building rproxy failed (full log: $build_log); pass --rproxy PATH to use another binary" >&2
+      exit 2
+    fi
     RPROXY=$REPO_ROOT/build-release/rproxy
   fi
 fi
@@ -334,6 +339,20 @@ run_wrk() {  # out path conns threads duration port
   return $rc
 }
 
+declare -A DEATH_NOTED=()
+note_death() {  # record once, with exit status and the last stderr lines, that a server exited
+  local t=$1 when=$2 p st
+  [[ -n ${DEATH_NOTED[$t]:-} ]] && return 0
+  DEATH_NOTED[$t]=1
+  failed=1
+  p=$(pid_of "${PROC[$t]}")
+  wait "$p" 2>/dev/null && st=0 || st=$?
+  local sig=""
+  [[ $st -gt 128 ]] && sig=", signal $((st - 128)) ($(kill -l $((st - 128)) 2>/dev/null || echo '?'))"
+  local msg="$t exited $when (exit status $st$sig); last stderr: $(tail -n 5 "$WORK/logs/${PROC[$t]}.err" | tr '\n' ' ')"
+  log "$msg"; echo "$msg" >>"$PROBLEMS"
+}
+
 GAP=1; [[ $SMOKE == 1 ]] && GAP=0.3
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 if awk -v l="${LOAD_START%% *}" -v c="$(nproc)" 'BEGIN {exit !(l > 0.25 * c)}'; then
@@ -357,6 +376,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
       n=$((n + 1))
       raw="$WORK/raw/r$round-$wid-$t.txt"
       if ! alive "${PROC[$t]}"; then
+        note_death "$t" "before round $round $wid"
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$wid" "$t" -1 "process-exited" "$raw" >>"$RUNS"
         log "[$n/$total] round $round $wid $t: skipped, the process has exited"
         continue
@@ -367,12 +387,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
       summary=$(awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {printf "%s req/s, p99 %s", r, p}' "$raw")
       errs=$(grep -E 'Socket errors|Non-2xx|unable to' "$raw" | tr '\n' ' ' || true)
       log "[$n/$total] round $round $wid $t: $summary${errs:+  !! $errs}"
-      if ! alive "${PROC[$t]}"; then
-        p=$(pid_of "${PROC[$t]}")
-        wait "$p" 2>/dev/null && st=0 || st=$?
-        msg="$t exited during round $round $wid (status $st$([[ $st -gt 128 ]] && echo ", signal $((st - 128))")); last stderr: $(tail -n 5 "$WORK/logs/${PROC[$t]}.err" | tr '\n' ' ')"
-        log "$msg"; echo "$msg" >>"$PROBLEMS"; failed=1
-      fi
+      alive "${PROC[$t]}" || note_death "$t" "during round $round $wid"
       sleep "$GAP"
     done
   done

@@ -15,8 +15,10 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 #include <array>
+#include <cerrno>
 #include <cstdio>
 
+#include "core/byte_buffer.hpp"
 #include "core/proxy_headers.hpp"
 #include "rproxy/http_parser.hpp"
 
@@ -118,7 +120,7 @@ struct ClientConnection::Impl {
   tcp::socket client;
   std::string scheme;
   std::string client_ip;
-  std::string in;  // client bytes read but not consumed
+  ByteBuffer in;  // client bytes read but not consumed
   Deadline client_deadline;
   Deadline upstream_deadline;
   std::unique_ptr<UpstreamConn> upstream;
@@ -131,24 +133,47 @@ struct ClientConnection::Impl {
   // ---- socket primitives with deadlines -------------------------------------------------------------
 
   // Reads some bytes from the client into `in`; returns bytes read (0 on EOF, error or timeout).
-  awaitable<std::size_t> read_client(SteadyClock::duration timeout) {
-    if (closed) co_return 0;
-    client_deadline.arm(timeout);
-    if (in.empty()) {
-      // Wait for readability before allocating a read buffer: thousands of idle keep-alive
-      // connections then cost no buffer memory.
-      auto [wec] = co_await client.async_wait(tcp::socket::wait_read, use_nothrow);
-      if (wec || closed) {
-        client_deadline.disarm();
-        co_return 0;
+  // Reads into buf. When buf is empty (a new request or response is expected), it first waits for
+  // readability without holding a buffer, then reads into the worker's scratch space and keeps only the
+  // bytes that arrived: idle connections hold no buffer, and a small message costs no 64 KiB allocation.
+  awaitable<std::size_t> read_into(tcp::socket& sock, ByteBuffer& buf, Deadline& deadline,
+                                   SteadyClock::duration timeout) {
+    deadline.arm(timeout);
+    std::size_t got = 0;
+    if (buf.empty()) {
+      buf.release();
+      while (true) {
+        auto n = ::recv(sock.native_handle(), worker.scratch.get(), Worker::kScratchSize, MSG_DONTWAIT);
+        if (n > 0) {
+          buf.append(std::string_view(worker.scratch.get(), static_cast<std::size_t>(n)));
+          got = static_cast<std::size_t>(n);
+          break;
+        }
+        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) break;
+        auto [wec] = co_await sock.async_wait(tcp::socket::wait_read, use_nothrow);
+        if (wec || deadline.expired() || closed) break;
+      }
+    } else {
+      auto* space = buf.prepare(kReadChunk);
+      auto [ec, n] = co_await sock.async_read_some(asio::buffer(space, kReadChunk), use_nothrow);
+      if (!ec) {
+        buf.commit(n);
+        got = n;
       }
     }
-    auto old = in.size();
-    in.resize(old + kReadChunk);
-    auto [ec, n] = co_await client.async_read_some(asio::buffer(in.data() + old, kReadChunk), use_nothrow);
-    in.resize(old + (ec ? 0 : n));
-    client_deadline.disarm();
-    if (ec) co_return 0;
+    deadline.disarm();
+    co_return got;
+  }
+
+  // Reads some bytes from the client into `in`; returns bytes read (0 on EOF, error or timeout).
+  awaitable<std::size_t> read_client(SteadyClock::duration timeout) {
+    if (closed) co_return 0;
+    auto n = co_await read_into(client, in, client_deadline, timeout);
+    co_return n;
+  }
+
+  awaitable<std::size_t> read_upstream(UpstreamConn& u, SteadyClock::duration timeout) {
+    auto n = co_await read_into(u.sock, u.buf, upstream_deadline, timeout);
     co_return n;
   }
 
@@ -161,17 +186,6 @@ struct ClientConnection::Impl {
     client_deadline.disarm();
     (void)n;
     co_return !ec;
-  }
-
-  awaitable<std::size_t> read_upstream(UpstreamConn& u, SteadyClock::duration timeout) {
-    upstream_deadline.arm(timeout);
-    auto old = u.buf.size();
-    u.buf.resize(old + kReadChunk);
-    auto [ec, n] = co_await u.sock.async_read_some(asio::buffer(u.buf.data() + old, kReadChunk), use_nothrow);
-    u.buf.resize(old + (ec ? 0 : n));
-    upstream_deadline.disarm();
-    if (ec) co_return 0;
-    co_return n;
   }
 
   awaitable<bool> write_upstream(UpstreamConn& u, asio::const_buffer a, SteadyClock::duration timeout) {
@@ -206,7 +220,7 @@ struct ClientConnection::Impl {
 
   // Reads the next piece of a body from `src`/`buf` (client or upstream side) into `piece`.
   template <typename ReadMore>
-  awaitable<ReadStatus> read_body(BodyReader& r, std::string& buf, std::string& piece, ReadMore read_more) {
+  awaitable<ReadStatus> read_body(BodyReader& r, ByteBuffer& buf, std::string& piece, ReadMore read_more) {
     piece.clear();
     while (true) {
       if (r.done) co_return ReadStatus::Done;
@@ -217,8 +231,8 @@ struct ClientConnection::Impl {
         case BodyFraming::Kind::Length:
           if (!buf.empty()) {
             auto n = static_cast<std::size_t>(std::min<std::uint64_t>(r.remaining, buf.size()));
-            piece.assign(buf, 0, n);
-            buf.erase(0, n);
+            piece.assign(buf.view().substr(0, n));
+            buf.consume(n);
             r.remaining -= n;
             if (r.remaining == 0) r.done = true;
             co_return ReadStatus::Data;
@@ -226,7 +240,7 @@ struct ClientConnection::Impl {
           break;
         case BodyFraming::Kind::UntilClose:
           if (!buf.empty()) {
-            piece.swap(buf);
+            piece.assign(buf.view());
             buf.clear();
             co_return ReadStatus::Data;
           }
@@ -236,7 +250,7 @@ struct ClientConnection::Impl {
           std::size_t off = 0;
           while (off < buf.size()) {
             std::string_view out;
-            auto res = r.chunked.decode(std::string_view(buf).substr(off), used, out);
+            auto res = r.chunked.decode(buf.view().substr(off), used, out);
             off += used;
             if (res == ChunkedDecoder::Result::Data) {
               piece.append(out);
@@ -249,12 +263,12 @@ struct ClientConnection::Impl {
             }
             if (res == ChunkedDecoder::Result::Error) {
               r.error = r.chunked.error();
-              buf.erase(0, off);
+              buf.consume(off);
               co_return ReadStatus::BadFraming;
             }
             break;  // NeedMore
           }
-          buf.erase(0, off);
+          buf.consume(off);
           if (!piece.empty()) co_return ReadStatus::Data;
           if (r.done) co_return ReadStatus::Done;
           break;
@@ -449,14 +463,6 @@ struct ClientConnection::Impl {
     }
   }
 
-  std::vector<Stage*> stages_for(int route_index) const {
-    std::vector<Stage*> out;
-    for (const auto& s : rt->stages) out.push_back(s.get());
-    if (route_index >= 0)
-      for (const auto& s : rt->routes[static_cast<std::size_t>(route_index)].stages) out.push_back(s.get());
-    return out;
-  }
-
   // Body-level decisions accumulated from every stage.
   struct BodyControl {
     std::uint64_t throttle = 0;
@@ -552,7 +558,7 @@ struct ClientConnection::Impl {
     ex.request = std::move(req);
     int ri = rt->router->match(ex.request);
     if (ri >= 0) ex.route = rt->routes[static_cast<std::size_t>(ri)].spec->name;
-    auto stages = stages_for(ri);
+    const auto& stages = rt->pipeline(ri);
 
     // Request stages, in order.
     std::optional<LocalResponse> local;
@@ -810,7 +816,20 @@ struct ClientConnection::Impl {
       resp.headers.set("Connection", "keep-alive");  // HTTP/1.0 closes unless told otherwise
     }
     auto wire = serialize(resp);
-    if (!co_await write_client(asio::buffer(wire))) {
+    // A small response usually arrived whole with its head: send head and body in one write.
+    bool whole = out == OutFraming::Length && upstream->buf.size() >= resp_framing.length && !body.throttle &&
+                 !body.truncate_after;
+    bool written = false;
+    if (whole) {
+      auto n = static_cast<std::size_t>(resp_framing.length);
+      written = co_await write_client(asio::buffer(wire), asio::buffer(upstream->buf.view().data(), n));
+      upstream->buf.consume(n);
+      bytes_out = n;
+      resp_framing.kind = BodyFraming::Kind::None;
+    } else {
+      written = co_await write_client(asio::buffer(wire));
+    }
+    if (!written) {
       drop_upstream();
       close_client();
       co_return finish(false);
@@ -829,7 +848,7 @@ struct ClientConnection::Impl {
       co_return finish(false);
     }
     if (upstream_reusable && upstream && upstream->buf.empty()) {
-      std::string().swap(upstream->buf);
+      upstream->buf.release();
       worker.pool.put(std::move(upstream));
     } else {
       drop_upstream();
@@ -944,7 +963,7 @@ struct ClientConnection::Impl {
         fail_detail = "bad response from " + ex.upstream + ": " + rp.error;
         co_return rp;
       }
-      upstream->buf.erase(0, rp.consumed);
+      upstream->buf.consume(rp.consumed);
       if (rp.head.status >= 200 || rp.head.status == 101) co_return rp;
       if (rp.head.status != 100 && ex.request.version_minor == 1) {
         prepare_client_response(rp.head, false);
@@ -1001,9 +1020,10 @@ struct ClientConnection::Impl {
     using namespace asio::experimental::awaitable_operators;
     auto up = std::move(upstream);
     tunnel_up = &up->sock;
-    std::string to_up = std::move(in);
+    std::string to_up(in.view());
     in.clear();
-    std::string to_client = std::move(up->buf);
+    std::string to_client(up->buf.view());
+    up->buf.clear();
     co_await (pump(client, up->sock, to_up) && pump(up->sock, client, to_client));
     tunnel_up = nullptr;
     std::error_code ec;
@@ -1076,9 +1096,9 @@ struct ClientConnection::Impl {
         co_await reject(pr.error_status, cause::kBadRequest, pr.error, pr.head.method, pr.head.target);
         co_return;
       }
-      in.erase(0, pr.consumed);
+      in.consume(pr.consumed);
       if (!co_await handle(std::move(pr.head))) co_return;
-      if (in.empty()) std::string().swap(in);  // release the body-sized buffer while idle
+
     }
   }
 };

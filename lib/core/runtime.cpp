@@ -36,6 +36,14 @@ std::shared_ptr<const Runtime> build_runtime(Scenario scenario) {
   }
   if (!problems.empty()) throw ConfigError(std::move(problems));
   rt->router = std::make_unique<Router>(s.routes);
+  std::vector<Stage*> global;
+  for (const auto& st : rt->stages) global.push_back(st.get());
+  rt->pipelines.push_back(global);
+  for (const auto& rr : rt->routes) {
+    auto p = global;
+    for (const auto& st : rr.stages) p.push_back(st.get());
+    rt->pipelines.push_back(std::move(p));
+  }
   return rt;
 }
 

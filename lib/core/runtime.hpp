@@ -24,6 +24,12 @@ struct Runtime {
   std::vector<std::unique_ptr<Stage>> stages;  // scenario-wide, run before the route's
   std::vector<RouteRuntime> routes;
   std::unique_ptr<Router> router;
+  // pipelines[i + 1] is the stage list an exchange on route i runs (scenario-wide then route stages);
+  // pipelines[0] is for requests that matched no route. Built once so the hot path allocates nothing.
+  std::vector<std::vector<Stage*>> pipelines;
+  const std::vector<Stage*>& pipeline(int route_index) const {
+    return pipelines[static_cast<std::size_t>(route_index + 1)];
+  }
   ParseLimits limits;
 };
 

@@ -11,6 +11,7 @@
 
 #include <asio/ip/tcp.hpp>
 
+#include "core/byte_buffer.hpp"
 #include "core/deadline.hpp"
 
 namespace rproxy {
@@ -18,7 +19,7 @@ namespace rproxy {
 struct UpstreamConn {
   explicit UpstreamConn(asio::any_io_executor ex) : sock(ex) {}
   asio::ip::tcp::socket sock;
-  std::string buf;  // bytes read from the upstream not yet consumed
+  ByteBuffer buf;  // bytes read from the upstream not yet consumed
   std::string key;  // authority it is connected to
   SteadyClock::time_point idle_since{};
   bool reused = false;

@@ -47,6 +47,9 @@ struct Worker {
   ServerShared& shared;
   DeadlineWheel wheel;
   UpstreamPool pool;
+  // Scratch read space shared by the worker's connections (one thread, so one read at a time).
+  static constexpr std::size_t kScratchSize = 64 * 1024;
+  std::unique_ptr<char[]> scratch{new char[kScratchSize]};
   // Live connections, touched only on this worker's thread; used to close idle ones when draining.
   std::unordered_set<ClientConnection*> connections;
   std::thread thread;

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <map>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "support/proxy_fixture.hpp"
@@ -58,16 +57,30 @@ TEST_SUITE("serve") {
     auto route = make_route({echo_url(*a), echo_url(*b)});
     route.balance = Balance::LeastConn;
     ProxyFixture proxy(make_scenario({route}));
-    RawClient slow(proxy.port());
-    slow.send(get_request("/?delay=2s"));
-    // Generous margin for the slow request to be forwarded (a loopback connect takes well under 1 ms).
-    std::this_thread::sleep_for(milliseconds(300));
+    // An event stream keeps its upstream busy; its first event (which arrives at once) names that upstream,
+    // so the test knows the exchange is in flight without guessing at timing.
+    RawClient busy_client(proxy.port());
+    busy_client.send(get_request("/?sse=2&interval=1500ms"));
+    REQUIRE(busy_client.read_head().status == 200);
+    std::string first_event;
+    while (first_event.find("\n\n") == std::string::npos) {
+      auto chunk = busy_client.read_chunk();
+      REQUIRE(chunk.has_value());
+      REQUIRE_FALSE(chunk->empty());
+      first_event += *chunk;
+    }
+    auto data_at = first_event.find("data: ");
+    REQUIRE(data_at != std::string::npos);
+    auto busy = nlohmann::json::parse(first_event.substr(data_at + 6, first_event.find("\n\n") - data_at - 6))["name"]
+                    .get<std::string>();
     auto quick = names(proxy.port(), 6);
-    auto slow_response = slow.read_response();
-    REQUIRE(slow_response.status == 200);
-    auto busy = slow_response.json()["name"].get<std::string>();
     for (const auto& n : quick) CHECK(n != busy);
-    // Once nothing is in flight, both are used again.
+    // Let the stream finish; with nothing in flight both are used again.
+    for (;;) {
+      auto chunk = busy_client.read_chunk();
+      REQUIRE(chunk.has_value());
+      if (chunk->empty()) break;
+    }
     auto after = names(proxy.port(), 4);
     CHECK(std::count(after.begin(), after.end(), "a") == 2);
   }

@@ -750,7 +750,9 @@ TEST_CASE("parser: malformed percent-encoding in the target is rejected (row 21)
       {"GET /% HTTP/1.1\r\nHost: a\r\n\r\n", 400},
       {"GET /%1 HTTP/1.1\r\nHost: a\r\n\r\n", 400},
       {"GET /%zz HTTP/1.1\r\nHost: a\r\n\r\n", 400},
-      {"GET /a?b=% HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+      // The query is the application's: forwarded byte for byte, malformed escapes included (a
+      // deliberate choice; routing never reads it).
+      {"GET /a?b=% HTTP/1.1\r\nHost: a\r\n\r\n", kOk},
       {"GET /%2f%2F%41 HTTP/1.1\r\nHost: a\r\n\r\n", kOk},
   });
 }
