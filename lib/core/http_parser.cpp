@@ -479,7 +479,7 @@ ChunkedDecoder::Result ChunkedDecoder::decode(std::string_view in, std::size_t& 
         } else if (c == ';') {
           state_ = State::Ext;
           line_len_ = 0;
-          ext_ = ";";
+          ext_.assign(1, ';');  // not = ";": g++ 12 -O3 false -Wrestrict (PR 105329)
         } else if (c == '\r') {
           state_ = State::SizeLf;
         } else {

@@ -129,6 +129,61 @@ TEST_SUITE("serve") {
     CHECK(r.json()["body_size"] == 1000);
   }
 
+  TEST_CASE("serve: malformed chunked request body gets 400 and close") {
+    auto e = start_echo();
+    ProxyFixture proxy(make_scenario({make_route({echo_url(*e)})}));
+    RawClient c(proxy.port());
+    c.send("POST /bad-chunks HTTP/1.1\r\nHost: proxy.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "5\r\nhello\r\nzz\r\nxx\r\n0\r\n\r\n");
+    auto r = c.read_response();
+    CHECK(r.status == 400);
+    CHECK(r.header("Connection") == "close");
+    CHECK(c.wait_closed());
+  }
+
+  TEST_CASE("serve: a stalled request body gets 408 after body_timeout") {
+    auto e = start_echo();
+    auto s = make_scenario({make_route({echo_url(*e)})});
+    s.limits.body_timeout = Millis(500);
+    ProxyFixture proxy(s);
+    RawClient c(proxy.port());
+    auto start = Clock::now();
+    c.send("POST /stall HTTP/1.1\r\nHost: proxy.test\r\nContent-Length: 100\r\n\r\n0123456789");
+    auto r = c.read_response();
+    auto elapsed = ms_since(start);
+    CHECK(r.status == 408);
+    CHECK(elapsed >= 450);
+    CHECK(elapsed < 3000);
+    CHECK(c.wait_closed());
+  }
+
+  TEST_CASE("serve: idle keep-alive connection is closed after idle_timeout") {
+    auto e = start_echo();
+    auto s = make_scenario({make_route({echo_url(*e)})});
+    s.limits.idle_timeout = Millis(500);
+    ProxyFixture proxy(s);
+    RawClient c(proxy.port());
+    c.send(get_request("/once"));
+    REQUIRE(c.read_response().status == 200);
+    auto start = Clock::now();
+    CHECK(c.wait_closed(milliseconds(4000)));
+    auto elapsed = ms_since(start);
+    CHECK(elapsed >= 400);
+    CHECK(elapsed < 3000);
+    CHECK(c.buffer().empty());  // closed silently: no 408 for a connection that was merely idle
+  }
+
+  TEST_CASE("serve: unsupported Expect value gets 417") {
+    ScriptedUpstream up(UpstreamScript{.response = kOk});
+    ProxyFixture proxy(make_scenario({make_route({up.url()})}));
+    RawClient c(proxy.port());
+    c.send("POST /e HTTP/1.1\r\nHost: proxy.test\r\nExpect: something-else\r\nContent-Length: 3\r\n\r\nabc");
+    auto r = c.read_response();
+    CHECK(r.status == 417);
+    CHECK(r.header("X-Rproxy-Error") == "expectation_failed");
+    CHECK(up.connections() == 0);
+  }
+
   TEST_CASE("serve: pipelined requests are answered in order") {
     auto e = start_echo();
     ProxyFixture proxy(make_scenario({make_route({echo_url(*e)})}));

@@ -126,6 +126,33 @@ TEST_SUITE("serve") {
     }
   }
 
+  TEST_CASE("serve: upstream stalling mid-body is cut off after read_timeout") {
+    ScriptedUpstream up(UpstreamScript{.response = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
+                                       .end = UpstreamScript::End::Silent});
+    auto route = make_route({up.url()});
+    route.read_timeout = Millis(500);
+    ProxyFixture proxy(make_scenario({route}));
+    RawClient c(proxy.port());
+    auto start = Clock::now();
+    c.send(get_request("/stall"));
+    auto r = c.read_response();
+    auto elapsed = ms_since(start);
+    CHECK(r.status == 200);
+    CHECK_FALSE(r.complete);
+    CHECK(r.body == "0123456789");
+    CHECK(c.peer_closed());
+    CHECK(elapsed >= 450);
+    CHECK(elapsed < 3000);
+  }
+
+  TEST_CASE("serve: oversized upstream response head gives 502") {
+    std::string head = "HTTP/1.1 200 OK\r\n";
+    for (int i = 0; i < 80; ++i) head += "X-Big-" + std::to_string(i) + ": " + std::string(1000, 'b') + "\r\n";
+    auto r = through_scripted(head + "Content-Length: 0\r\n\r\n");
+    CHECK(r.status == 502);
+    CHECK(r.header("X-Rproxy-Error") == "upstream_bad_response");
+  }
+
   TEST_CASE("serve: keep-alive pool reuses one upstream connection") {
     auto e = start_echo();
     auto s = make_scenario({make_route({echo_url(*e)})});
