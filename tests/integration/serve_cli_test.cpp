@@ -166,6 +166,28 @@ TEST_SUITE("serve") {
     CHECK(rp.proc->stderr_text().find("rproxy: SIGTERM, draining") != std::string::npos);
   }
 
+  TEST_CASE("serve: SIGTERM with pooled upstream connections exits 0") {
+    // Regression: destroying the server with idle pooled upstream sockets after their event loop was gone
+    // corrupted the heap (abort at exit). Several rounds, since it depended on timing.
+    auto a = start_echo("a");
+    auto b = start_echo("b");
+    auto c = start_echo("c");
+    for (int round = 0; round < 5; ++round) {
+      CAPTURE(round);
+      auto rp = spawn_rproxy({"serve", "--listen", "127.0.0.1:0", "--to", echo_url(*a), "--to", echo_url(*b), "--to",
+                              echo_url(*c), "--workers", "2"});
+      for (int i = 0; i < 12; ++i) {
+        auto r = fetch(rp.port, get_request("/pool/" + std::to_string(i)));
+        REQUIRE(r.status == 200);
+      }
+      rp.proc->signal(SIGTERM);
+      auto code = rp.proc->wait_exit(milliseconds(5000));
+      REQUIRE(code.has_value());
+      CAPTURE(rp.proc->stderr_text());
+      CHECK(*code == 0);
+    }
+  }
+
   TEST_CASE("serve: IPv6 listener works") {
     if (!ipv6_loopback_available()) {
       MESSAGE("skipped: ::1 cannot be bound here");

@@ -15,7 +15,7 @@ using namespace rproxy::test;
 
 namespace {
 
-// through sends one request via a fresh proxy-to-echo setup and returns what the echo saw.
+// seen_upstream sends one request through the proxy and returns what the echo upstream saw.
 nlohmann::json seen_upstream(std::uint16_t port, const std::string& request) {
   auto r = fetch(port, request);
   INFO("response head: " << r.raw_head);

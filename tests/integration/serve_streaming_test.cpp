@@ -153,6 +153,34 @@ TEST_SUITE("serve") {
     CHECK(frame->header.opcode == WebSocketOpcode::Close);
     CHECK(c.wait_closed());
   }
+
+  TEST_CASE("serve: websocket frames sent right behind the upgrade request are not lost") {
+    auto e = start_echo("ws");
+    ProxyFixture proxy(make_scenario({make_route({echo_url(*e)})}));
+    const WebSocketMask mask{0x01, 0x02, 0x03, 0x04};
+    RawClient c(proxy.port());
+    c.send(websocket_upgrade("/ws") + websocket_client_frame(WebSocketOpcode::Text, "eager", mask));
+    auto head = c.read_head();
+    REQUIRE(head.status == 101);
+    auto frame = c.read_frame();
+    REQUIRE(frame.has_value());
+    CHECK(frame->payload == "eager");
+    c.send(websocket_client_frame(WebSocketOpcode::Close, std::string("\x03\xe8", 2), mask));
+    frame = c.read_frame();
+    REQUIRE(frame.has_value());
+    CHECK(frame->header.opcode == WebSocketOpcode::Close);
+
+    // An upgrade the upstream declines is an ordinary response; the client connection stays usable.
+    RawClient d(proxy.port());
+    auto declined = websocket_upgrade("/ws");
+    declined.replace(declined.find("Version: 13"), 11, "Version: 8");
+    d.send(declined);
+    auto r = d.read_response();
+    CHECK(r.status == 426);
+    d.send(get_request("/plain"));
+    auto plain = d.read_response();
+    CHECK(plain.status == 200);
+  }
 }
 
 TEST_SUITE("slow") {

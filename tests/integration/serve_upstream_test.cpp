@@ -19,7 +19,7 @@ namespace {
 
 const std::string kOk = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
-// bad_upstream_response runs one request against a scripted upstream answering `response`.
+// through_scripted runs one GET through a proxy in front of a scripted upstream answering `response`.
 HttpResponse through_scripted(const std::string& response) {
   ScriptedUpstream up(UpstreamScript{.response = response});
   ProxyFixture proxy(make_scenario({make_route({up.url()})}));

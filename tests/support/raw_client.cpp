@@ -209,6 +209,7 @@ HttpResponse RawClient::read_response(ReadOptions options) {
     }
     r.complete = true;
   } else if (auto cl = r.header("Content-Length")) {
+    if (cl->empty() || cl->find_first_not_of("0123456789") != std::string::npos || cl->size() > 18) return r;
     std::uint64_t length = std::stoull(*cl);
     if (!need(length, deadline)) {
       r.body = std::move(buf_);

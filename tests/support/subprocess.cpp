@@ -44,7 +44,9 @@ Subprocess::Subprocess(std::vector<std::string> argv) {
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
   posix_spawn_file_actions_adddup2(&fa, err[1], 2);
   // The test process holds sockets of in-process servers; the child must not keep any of them alive.
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
   posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+#endif
 
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
