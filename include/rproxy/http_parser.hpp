@@ -17,6 +17,7 @@ struct ParseLimits {
   std::size_t max_request_line = 8192;   // longer → 414
   std::size_t max_head_bytes = 32768;    // whole head (request line + fields) longer → 431
   std::size_t max_header_count = 100;    // more field lines → 431
+  std::size_t max_field_line = 8192;     // one field line longer → 431
 };
 
 // ParseStatus: Incomplete means "need more bytes"; Error carries the status to answer.

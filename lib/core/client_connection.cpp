@@ -127,6 +127,10 @@ struct ClientConnection::Impl {
   tcp::socket* tunnel_up = nullptr;
   bool idle = false;
   bool closed = false;
+  // The last read_into ended with a clean end of stream (not a reset or other error): only that ends a
+  // close-delimited body; a reset means the body is truncated.
+  bool last_read_eof = false;
+  bool first_request = true;
 
   const Limits& limits() const { return rt->scenario.limits; }
 
@@ -140,6 +144,7 @@ struct ClientConnection::Impl {
                                    SteadyClock::duration timeout) {
     deadline.arm(timeout);
     std::size_t got = 0;
+    last_read_eof = false;
     if (buf.empty()) {
       buf.release();
       while (true) {
@@ -149,7 +154,11 @@ struct ClientConnection::Impl {
           got = static_cast<std::size_t>(n);
           break;
         }
-        if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) break;
+        if (n == 0) {
+          last_read_eof = true;
+          break;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) break;
         auto [wec] = co_await sock.async_wait(tcp::socket::wait_read, use_nothrow);
         if (wec || deadline.expired() || closed) break;
       }
@@ -160,6 +169,7 @@ struct ClientConnection::Impl {
         buf.commit(n);
         got = n;
       }
+      last_read_eof = ec == asio::error::eof;
     }
     deadline.disarm();
     co_return got;
@@ -409,7 +419,8 @@ struct ClientConnection::Impl {
       endpoints.emplace_back(addr, url.port);
     } else {
       tcp::resolver resolver(client.get_executor());
-      auto [rec, results] = co_await resolver.async_resolve(url.host, std::to_string(url.port), use_nothrow);
+      const std::string port = std::to_string(url.port);
+      auto [rec, results] = co_await resolver.async_resolve(url.host, port, use_nothrow);
       if (rec) {
         detail = "cannot resolve " + url.host + ": " + rec.message();
         co_return ConnectResult::Failed;
@@ -491,7 +502,7 @@ struct ClientConnection::Impl {
 
   // ---- the exchange ---------------------------------------------------------------------------------
 
-  awaitable<bool> handle(RequestHead req) {
+  awaitable<bool> handle(RequestHead& req) {
     auto t0 = SteadyClock::now();
     auto start = std::chrono::system_clock::now();
     shared.requests.fetch_add(1, std::memory_order_relaxed);
@@ -520,6 +531,14 @@ struct ClientConnection::Impl {
                    error_code);
       return keep;
     };
+
+    // Fields the client lists in Connection are hop-by-hop: drop them now, before stages run, so a client
+    // cannot use Connection to strip what a stage adds (or Host).
+    {
+      std::string upgrade_protocol = upgrade ? req.headers.joined("Upgrade") : std::string();
+      strip_connection_options(req.headers);
+      if (upgrade) req.headers.set("Upgrade", std::move(upgrade_protocol));
+    }
 
     // Expect (RFC 9110 §10.1.1): only 100-continue is known; rproxy sends the 100 itself.
     bool expect_continue = false;
@@ -720,6 +739,13 @@ struct ClientConnection::Impl {
           if (c2 == ConnectResult::Ok) continue;
         }
         fail_detail = d;
+        if (c2 == ConnectResult::Timeout) {
+          fail_status = 504;
+          fail_code = cause::kConnectTimeout;
+        } else {
+          fail_status = 502;
+          fail_code = c2 == ConnectResult::Refused ? cause::kConnectRefused : cause::kConnectFailed;
+        }
       }
       drop_upstream();
       shared.upstream_errors.fetch_add(1, std::memory_order_relaxed);
@@ -783,6 +809,20 @@ struct ClientConnection::Impl {
       drop_upstream();
       bool keep = co_await write_local_after_stages(ex, *replace, keep_alive, status, bytes_out);
       co_return finish(keep);
+    }
+    if (ex.response->status != resp.status) {
+      // The body framing was decided from the upstream's status; a stage may not turn a response with a
+      // body into a bodiless one (or back), which would desynchronise the client connection.
+      auto bodyless = [&](int st) { return ex.request.method == "HEAD" || st < 200 || st == 204 || st == 304; };
+      if (bodyless(ex.response->status) != bodyless(resp.status)) {
+        drop_upstream();
+        error_code = cause::kStageFailed;
+        log_line("rproxy: a response stage changed status " + std::to_string(resp.status) + " to " +
+                 std::to_string(ex.response->status) + ", which changes the body framing");
+        auto err = error_response(500, cause::kStageFailed, "a response stage changed the body framing");
+        bool keep = co_await write_local_after_stages(ex, err, false, status, bytes_out);
+        co_return finish(keep);
+      }
     }
     resp = *ex.response;
     status = resp.status;
@@ -932,6 +972,7 @@ struct ClientConnection::Impl {
                                                     std::string& fail_code, std::string& fail_detail) {
     ParseLimits limits = rt->limits;
     limits.max_head_bytes = 64 * 1024;
+    limits.max_field_line = 64 * 1024;
     limits.max_request_line = 64 * 1024;
     auto deadline = SteadyClock::now() + timeout;
     while (true) {
@@ -942,7 +983,8 @@ struct ClientConnection::Impl {
           if (rp.status != ParseStatus::Incomplete) break;
         }
         auto left = deadline - SteadyClock::now();
-        auto n = left > SteadyClock::duration::zero() ? co_await read_upstream(*upstream, left) : 0;
+        std::size_t n = 0;
+        if (left > SteadyClock::duration::zero()) n = co_await read_upstream(*upstream, left);
         if (n == 0) {
           if (upstream_deadline.expired() || left <= SteadyClock::duration::zero()) {
             fail_status = 504;
@@ -982,7 +1024,8 @@ struct ClientConnection::Impl {
     auto read_more = [&]() -> awaitable<ReadStatus> {
       auto n = co_await read_upstream(*upstream, read_timeout);
       if (n > 0) co_return ReadStatus::Data;
-      co_return upstream_deadline.expired() ? ReadStatus::Timeout : ReadStatus::Eof;
+      if (upstream_deadline.expired()) co_return ReadStatus::Timeout;
+      co_return last_read_eof ? ReadStatus::Eof : ReadStatus::Error;
     };
     auto t_start = SteadyClock::now();
     while (true) {
@@ -1053,7 +1096,11 @@ struct ClientConnection::Impl {
         }
         co_return;
       }
+      // A peer that stops reading (zero window) is dropped after the write timeout.
+      Deadline& dl = &to == &client ? client_deadline : upstream_deadline;
+      dl.arm(limits().write_timeout);
       auto [wec, wn] = co_await asio::async_write(to, asio::buffer(buf.data(), n), use_nothrow);
+      dl.disarm();
       (void)wn;
       if (wec) {
         from.close(ec);
@@ -1069,7 +1116,10 @@ struct ClientConnection::Impl {
     while (!closed) {
       if (shared.draining.load(std::memory_order_relaxed) && in.empty()) co_return;
       RequestParseResult pr;
-      bool got_first = !in.empty();
+      // A new connection gets the head deadline from accept: silent sockets must not hold a slot for
+      // the keep-alive idle time.
+      bool got_first = !in.empty() || first_request;
+      first_request = false;
       auto head_deadline = SteadyClock::now() + limits().head_timeout;
       while (true) {
         if (!in.empty()) {
@@ -1097,7 +1147,8 @@ struct ClientConnection::Impl {
         co_return;
       }
       in.consume(pr.consumed);
-      if (!co_await handle(std::move(pr.head))) co_return;
+      bool keep = co_await handle(pr.head);
+      if (!keep) co_return;
 
     }
   }

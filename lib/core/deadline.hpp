@@ -89,8 +89,9 @@ inline void DeadlineWheel::sweep() {
   auto now = SteadyClock::now();
   // Callbacks only cancel sockets; they never add or remove entries, so iterating is safe.
   for (auto* d : entries_) {
+    // Expiry is sticky: the callback runs on every sweep until the owner disarms, because a cancel
+    // that lands between two operations of a composed write would otherwise be lost.
     if (d->when_ <= now) {
-      d->when_ = SteadyClock::time_point::max();
       d->expired_ = true;
       d->on_expire_();
     }

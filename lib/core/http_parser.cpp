@@ -99,7 +99,9 @@ template <typename Result, typename StartLine>
 void scan_head(std::string_view data, const ParseLimits& limits, int error_status, Result& r, StartLine&& start) {
   HeadScan scan{data};
   // RFC 9112 §2.2: a server SHOULD ignore at least one empty line before the request line.
-  while (scan.pos + 1 < data.size() && data[scan.pos] == '\r' && data[scan.pos + 1] == '\n') scan.pos += 2;
+  // At most two: unlimited empty lines would let a peer stream bytes that no head limit counts.
+  for (int i = 0; i < 2 && scan.pos + 1 < data.size() && data[scan.pos] == '\r' && data[scan.pos + 1] == '\n'; ++i)
+    scan.pos += 2;
   std::size_t skipped = scan.pos;
   std::string_view line;
   bool have_start = false;
@@ -134,6 +136,10 @@ void scan_head(std::string_view data, const ParseLimits& limits, int error_statu
     if (step == HeadScan::Step::End) {
       r.status = ParseStatus::Complete;
       r.consumed = scan.pos;
+      return;
+    }
+    if (line.size() > limits.max_field_line) {
+      fail(r, error_status == 400 ? 431 : error_status, "header line too long");
       return;
     }
     if (++fields > limits.max_header_count) {

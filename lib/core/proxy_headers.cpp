@@ -16,11 +16,22 @@ void append_list(Headers& headers, std::string_view name, std::string_view item)
 }
 }  // namespace
 
+void strip_connection_options(Headers& headers) {
+  std::vector<std::string> named;
+  for (const auto& h : headers)
+    if (iequals(h.name, "Connection"))
+      for (auto t : split_list(h.value))
+        if (!iequals(t, "Host")) named.emplace_back(t);
+  for (const auto& n : named) headers.remove(n);
+  headers.remove("Connection");
+}
+
 void remove_hop_by_hop(Headers& headers) {
   std::vector<std::string> named;
   for (const auto& h : headers)
     if (iequals(h.name, "Connection"))
-      for (auto t : split_list(h.value)) named.emplace_back(t);
+      for (auto t : split_list(h.value))
+        if (!iequals(t, "Host")) named.emplace_back(t);
   for (const auto& n : named) headers.remove(n);
   for (auto n : kHopByHop) headers.remove(n);
 }

@@ -16,6 +16,9 @@ struct ForwardContext {
   bool upgrade = false;             // keep Upgrade + "Connection: upgrade" for a tunnel
 };
 
+// strip_connection_options drops every field named in Connection (never Host) and Connection itself.
+void strip_connection_options(Headers& headers);
+
 // remove_hop_by_hop drops Connection, every field it names, and the fixed hop-by-hop set.
 // Content-Length and Transfer-Encoding go too: rproxy always re-frames bodies itself.
 void remove_hop_by_hop(Headers& headers);

@@ -138,11 +138,8 @@ void ProxyServer::start() {
 std::vector<std::uint16_t> ProxyServer::ports() const { return impl_->ports; }
 
 void ProxyServer::stop() {
-  {
-    std::lock_guard lock(impl_->mutex);
-    if (!impl_->started || impl_->stopping) return;
-    impl_->stopping = true;
-  }
+  std::lock_guard lock(impl_->mutex);
+  if (!impl_->started || impl_->stopping) return;
   auto* impl = impl_.get();
   impl->shared.draining = true;
   asio::post(impl->workers[0]->ctx, [impl] {
@@ -152,6 +149,8 @@ void ProxyServer::stop() {
     }
   });
   auto drain = impl->shared.runtime->scenario.limits.drain_timeout;
+  // Created under the lock and announced through `stopping`, so wait() on another thread never sees a
+  // half-assigned std::thread.
   impl->drain_thread = std::thread([impl, drain] {
     auto until = SteadyClock::now() + drain;
     // Close idle keep-alive connections now and again (a connection may go idle while draining).
@@ -172,18 +171,23 @@ void ProxyServer::stop() {
     auto hard = SteadyClock::now() + std::chrono::seconds(2);
     while (impl->shared.active.load() > 0 && SteadyClock::now() < hard)
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // Let the posted acceptor close and pool clear run before the loops stop.
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
     for (auto& w : impl->workers) w->ctx.stop();
   });
+  impl->stopping = true;
+  impl->cv.notify_all();
 }
 
 void ProxyServer::wait() {
   {
     std::unique_lock lock(impl_->mutex);
     if (!impl_->started || impl_->stopped) return;
+    impl_->cv.wait(lock, [&] { return impl_->stopping; });
   }
+  if (impl_->drain_thread.joinable()) impl_->drain_thread.join();
   for (auto& w : impl_->workers)
     if (w->thread.joinable()) w->thread.join();
-  if (impl_->drain_thread.joinable()) impl_->drain_thread.join();
   std::lock_guard lock(impl_->mutex);
   impl_->stopped = true;
 }

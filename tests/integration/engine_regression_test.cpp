@@ -3,6 +3,7 @@
 
 #include "support/proxy_fixture.hpp"
 #include "support/raw_client.hpp"
+#include "support/scripted_upstream.hpp"
 
 using namespace rproxy;
 using namespace rproxy::test;
@@ -35,4 +36,82 @@ TEST_CASE("engine: a 404 for an unmatched route does not crash the worker") {
     CHECK(r.status == 404);
     CHECK(r.header("X-Rproxy-Error") == "no_route");
   }
+}
+
+
+TEST_CASE("engine: an upstream reset in a close-delimited body is passed on truncated") {
+  // read_into reported a reset like a clean EOF, so the client got a final chunk for a cut-off body.
+  UpstreamScript script;
+  script.response = "HTTP/1.1 200 OK\r\n\r\nhello partial body";
+  script.delay_after = std::chrono::milliseconds(50);
+  script.end = UpstreamScript::End::Reset;
+  ScriptedUpstream up(script);
+  ProxyFixture proxy(make_scenario({make_route({up.url()})}));
+  RawClient c(proxy.port());
+  c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  auto all = c.read_until_close();
+  CHECK(all.find("hello partial body") != std::string::npos);
+  CHECK(all.find("\r\n0\r\n\r\n") == std::string::npos);
+}
+
+TEST_CASE("engine: a clean close ends a close-delimited body with a final chunk") {
+  UpstreamScript script;
+  script.response = "HTTP/1.1 200 OK\r\n\r\nwhole body";
+  script.end = UpstreamScript::End::Close;
+  ScriptedUpstream up(script);
+  ProxyFixture proxy(make_scenario({make_route({up.url()})}));
+  RawClient c(proxy.port());
+  c.send("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  auto all = c.read_until_close();
+  CHECK(all.find("whole body") != std::string::npos);
+  CHECK(all.find("\r\n0\r\n\r\n") != std::string::npos);
+}
+
+TEST_CASE("engine: Connection cannot strip Host or stage-added headers") {
+  auto e = start_echo("a");
+  auto route = make_route({echo_url(*e)});
+  StageSpec stage;
+  stage.type = "headers";
+  stage.params = {{"request", {{"set", {{"X-Api-Key", "secret"}}}}}};
+  route.stages.push_back(stage);
+  ProxyFixture proxy(make_scenario({route}));
+  RawClient c(proxy.port());
+  c.send("GET /x HTTP/1.1\r\nHost: app.test\r\nConnection: X-Api-Key, Host, X-Drop\r\nX-Drop: 1\r\n\r\n");
+  auto r = c.read_response();
+  REQUIRE(r.status == 200);
+  auto body = r.body;
+  CHECK(body.find("[\"X-Api-Key\",\"secret\"]") != std::string::npos);
+  CHECK(body.find("[\"Host\",\"app.test\"]") != std::string::npos);
+  CHECK(body.find("X-Drop") == std::string::npos);
+}
+
+TEST_CASE("engine: endless empty lines before a request line are rejected") {
+  auto e = start_echo("a");
+  ProxyFixture proxy(make_scenario({make_route({echo_url(*e)})}));
+  RawClient c(proxy.port());
+  std::string crlfs;
+  for (int i = 0; i < 1000; ++i) crlfs += "\r\n";
+  c.send(crlfs);
+  auto r = c.read_response();
+  CHECK(r.status == 400);
+}
+
+TEST_CASE("engine: a header line over 8 KiB gets 431") {
+  auto e = start_echo("a");
+  ProxyFixture proxy(make_scenario({make_route({echo_url(*e)})}));
+  RawClient c(proxy.port());
+  c.send("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n");
+  auto r = c.read_response();
+  CHECK(r.status == 431);
+}
+
+TEST_CASE("engine: a silent new connection is closed at the head deadline") {
+  auto e = start_echo("a");
+  auto s = make_scenario({make_route({echo_url(*e)})});
+  s.limits.head_timeout = std::chrono::milliseconds(300);
+  ProxyFixture proxy(s);
+  RawClient c(proxy.port());
+  auto t0 = Clock::now();
+  CHECK(c.wait_closed(std::chrono::milliseconds(3000)));
+  CHECK(ms_since(t0) < 2500);
 }
