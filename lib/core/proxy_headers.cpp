@@ -27,12 +27,7 @@ void strip_connection_options(Headers& headers) {
 }
 
 void remove_hop_by_hop(Headers& headers) {
-  std::vector<std::string> named;
-  for (const auto& h : headers)
-    if (iequals(h.name, "Connection"))
-      for (auto t : split_list(h.value))
-        if (!iequals(t, "Host")) named.emplace_back(t);
-  for (const auto& n : named) headers.remove(n);
+  strip_connection_options(headers);
   for (auto n : kHopByHop) headers.remove(n);
 }
 
