@@ -680,6 +680,7 @@ struct ClientConnection::Impl {
     // Send head + body, read the response head. A reused pooled connection that the upstream closed in
     // the meantime gets one retry on a fresh connection when nothing of a body was sent yet.
     ResponseParseResult rp;
+    bool request_cut_short = false;
     std::string fail_code;
     std::string fail_detail;
     int fail_status = 0;
@@ -715,11 +716,23 @@ struct ClientConnection::Impl {
           co_return finish(false);
         }
         ok = sent == BodySend::Ok;
+        // An upstream may answer before it has read the whole body (413, 401) and close: that answer
+        // belongs to the client, not a 502. The request was cut short, so nothing is reused afterwards.
+        if (sent == BodySend::UpstreamFailed) {
+          request_cut_short = true;
+          keep_alive = false;
+          auto grace = std::min<Millis>(route.read_timeout, Millis(2000));
+          rp = co_await read_response_head(ex, grace, fail_status, fail_code, fail_detail);
+          if (rp.status == ParseStatus::Complete) break;
+          fail_status = 502;
+          fail_code = cause::kUpstreamClosed;
+          fail_detail = "upstream " + url.text + " closed the connection while the request body was sent";
+        }
       }
       if (ok) {
         rp = co_await read_response_head(ex, route.read_timeout, fail_status, fail_code, fail_detail);
         if (rp.status == ParseStatus::Complete) break;
-      } else {
+      } else if (!request_cut_short) {
         fail_status = 502;
         fail_code = cause::kUpstreamClosed;
         fail_detail = "upstream " + url.text + " closed the connection while the request was sent";
@@ -792,7 +805,8 @@ struct ClientConnection::Impl {
       bool keep = co_await respond_locally(ex, stages, ran, err, body, keep_alive, status, bytes_out, error_code);
       co_return finish(keep);
     }
-    bool upstream_reusable = resp.version_minor == 1 && !resp.headers.has_token("Connection", "close") &&
+    bool upstream_reusable = !request_cut_short && resp.version_minor == 1 &&
+                             !resp.headers.has_token("Connection", "close") &&
                              resp_framing.kind != BodyFraming::Kind::UntilClose;
 
     auto upstream_cl = resp.headers.get("Content-Length");

@@ -115,3 +115,21 @@ TEST_CASE("engine: a silent new connection is closed at the head deadline") {
   CHECK(c.wait_closed(std::chrono::milliseconds(3000)));
   CHECK(ms_since(t0) < 2500);
 }
+
+TEST_CASE("engine: an upstream that answers 413 mid-upload reaches the client") {
+  // The failed body write used to turn the upstream's own early answer into 502 upstream_closed.
+  UpstreamScript script;
+  script.response = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large";
+  script.end = UpstreamScript::End::Close;
+  ScriptedUpstream up(script);
+  ProxyFixture proxy(make_scenario({make_route({up.url()})}));
+  RawClient c(proxy.port());
+  const std::size_t total = 64u << 20;
+  c.send("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(total) + "\r\n\r\n");
+  std::string chunk(256 * 1024, 'x');
+  std::size_t sent = 0;
+  while (sent < total && c.try_send(chunk)) sent += chunk.size();
+  auto r = c.read_response();
+  CHECK(r.status == 413);
+  CHECK(r.body == "too large");
+}
