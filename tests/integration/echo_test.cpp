@@ -27,6 +27,7 @@
 
 #include "cli.hpp"
 #include "echo_server.hpp"
+#include "support/test_bytes.hpp"
 
 namespace {
 
@@ -201,14 +202,7 @@ std::string get(const std::string& target, const std::string& extra_headers = ""
   return "GET " + target + " HTTP/1.1\r\nHost: echo.test\r\n" + extra_headers + "\r\n";
 }
 
-std::string pseudo_random_bytes(std::size_t size, std::uint32_t seed) {
-  std::string out(size, '\0');
-  for (auto& c : out) {
-    seed = seed * 1664525u + 1013904223u;
-    c = static_cast<char>(seed >> 24);
-  }
-  return out;
-}
+using rproxy::test::pseudo_random_bytes;
 
 void check_payload(const std::string& body, std::size_t size) {
   REQUIRE(body.size() == size);

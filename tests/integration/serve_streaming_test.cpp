@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "support/echo_json.hpp"
+#include "support/test_bytes.hpp"
 #include "support/proxy_fixture.hpp"
 #include "support/raw_client.hpp"
 #include "support/subprocess.hpp"
@@ -17,14 +18,7 @@ using namespace rproxy::test;
 
 namespace {
 
-std::string pseudo_random_bytes(std::size_t size, std::uint32_t seed) {
-  std::string out(size, '\0');
-  for (auto& c : out) {
-    seed = seed * 1664525u + 1013904223u;
-    c = static_cast<char>(seed >> 24);
-  }
-  return out;
-}
+using rproxy::test::pseudo_random_bytes;
 
 // PayloadChecker verifies a stream against echo_payload_byte() using its documented 64-byte cycle.
 class PayloadChecker {
