@@ -11,6 +11,7 @@ int run_cli(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough(false);
   setup_serve(app, state);
+  setup_split(app, state);
   setup_run(app, state);
   setup_validate(app, state);
   setup_echo(app, state);

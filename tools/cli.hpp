@@ -17,6 +17,7 @@ struct CliState {
 };
 
 void setup_serve(CLI::App& app, CliState& state);
+void setup_split(CLI::App& app, CliState& state);
 void setup_run(CLI::App& app, CliState& state);
 void setup_validate(CLI::App& app, CliState& state);
 void setup_echo(CLI::App& app, CliState& state);

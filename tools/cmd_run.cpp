@@ -1,4 +1,5 @@
 #include <iostream>
+#include <optional>
 
 #include "cli.hpp"
 #include "run_scenario.hpp"
@@ -6,12 +7,29 @@
 namespace rproxy::cli {
 
 void setup_run(CLI::App& app, CliState& state) {
-  auto file = std::make_shared<std::string>();
+  struct RunFlags {
+    std::string file;
+    bool print_scenario = false;
+    bool quiet = false;
+    std::optional<std::string> report;
+  };
+  auto flags = std::make_shared<RunFlags>();
   auto* sub = app.add_subcommand("run", "Run a scenario file");
-  sub->add_option("FILE", *file, "Scenario JSON")->required()->check(CLI::ExistingFile);
-  sub->callback([file, &state] {
+  sub->add_option("FILE", flags->file, "Scenario JSON")->required()->check(CLI::ExistingFile);
+  sub->add_flag("--print-scenario", flags->print_scenario, "Print the scenario with every default filled in, then exit 0");
+  sub->add_option("--report", flags->report, "Write a JSON report of what every stage saw on exit [report]")
+      ->type_name("FILE");
+  sub->add_flag("--quiet", flags->quiet, "No live view on a terminal and no exit summary");
+  sub->callback([flags, &state] {
     try {
-      state.exit_code = run_scenario(load_scenario(*file));
+      auto scenario = load_scenario(flags->file);
+      if (flags->report) scenario.report = *flags->report;
+      if (flags->print_scenario) {
+        print_scenario(scenario);
+        state.exit_code = kExitOk;
+        return;
+      }
+      state.exit_code = run_scenario(scenario, RunOptions{flags->quiet});
     } catch (const ConfigError& e) {
       report_config_error(e);
       state.exit_code = kExitUsage;

@@ -23,7 +23,7 @@ void setup_serve(CLI::App& app, CliState& state) {
         state.exit_code = kExitOk;
         return;
       }
-      state.exit_code = run_scenario(scenario);
+      state.exit_code = run_scenario(scenario, RunOptions{flags->quiet});
     } catch (const ConfigError& e) {
       report_config_error(e);
       state.exit_code = kExitUsage;

@@ -9,8 +9,9 @@ void CommonFlags::add_to(CLI::App& sub) {
   sub.add_flag("--print-scenario", print_scenario, "Print the scenario these flags build, then exit 0");
   sub.add_option("--listen", listen, "Listen address (repeatable) [listeners]; default 127.0.0.1:8080")
       ->type_name("ADDR");
-  sub.add_option("--to", to, "Upstream URL for all paths (repeat to balance) [routes[].upstreams]")
-      ->type_name("URL");
+  sub.add_option("--to", to,
+                 "Upstream [NAME=]URL for all paths (repeat to balance; NAME labels it) [routes[].upstreams]")
+      ->type_name("[NAME=]URL");
   sub.add_option("--route", routes, "PREFIX=URL[,URL...]: send a path prefix to upstreams (repeatable) [routes[]]")
       ->type_name("PREFIX=URL");
   sub.add_option("--balance", balance, "round_robin|least_conn|random|weighted [routes[].balance]")
@@ -41,6 +42,21 @@ void CommonFlags::add_to(CLI::App& sub) {
       ->check(CLI::IsMember({"text", "json"}))->type_name("FORMAT");
   sub.add_option("--seed", seed, "Seed for every random choice, default 1 [seed]")->type_name("N");
   sub.add_option("--workers", workers, "Event loops, 0 = one per core [workers]")->type_name("N");
+  sub.add_option("--report", report, "Write a JSON report of what every stage saw on exit [report]")
+      ->type_name("FILE");
+  sub.add_flag("--quiet", quiet, "No live view on a terminal and no exit summary");
+}
+
+void split_named_url(const std::string& text, std::string& name, std::string& url) {
+  auto eq = text.find('=');
+  auto scheme = text.find("://");
+  if (eq != std::string::npos && (scheme == std::string::npos || eq < scheme)) {
+    name = text.substr(0, eq);
+    url = text.substr(eq + 1);
+  } else {
+    name.clear();
+    url = text;
+  }
 }
 
 bool parse_route_flag(const std::string& text, std::string& prefix, std::vector<std::string>& urls) {
@@ -101,7 +117,16 @@ Scenario CommonFlags::build() const {
     }
     if (!to.empty()) {
       Route route;
-      for (const auto& u : to) route.upstreams.push_back(url_of("--to", u));
+      for (const auto& text : to) {
+        std::string name;
+        std::string url;
+        split_named_url(text, name, url);
+        auto up = url_of("--to", url);
+        up.name = name;
+        if (!name.empty() && !is_valid_scenario_name(name))
+          problems.push_back("--to " + text + ": the name before \"=\" must be 1-64 letters, digits, \"_\", \"-\" or \".\"");
+        route.upstreams.push_back(up);
+      }
       s.routes.push_back(std::move(route));
     }
   }
@@ -124,6 +149,7 @@ Scenario CommonFlags::build() const {
   if (log_format) s.access_log.format = *log_format;
   if (seed) s.seed = *seed;
   if (workers) s.workers = *workers;
+  if (report) s.report = *report;
   if (s.routes.empty() && problems.empty())
     problems.push_back("no upstream: give --to URL, --route PREFIX=URL or --scenario FILE");
   if (!problems.empty()) throw ConfigError(problems);

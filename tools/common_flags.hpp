@@ -34,11 +34,17 @@ struct CommonFlags {
   std::optional<std::string> log_format;
   std::optional<std::uint64_t> seed;
   std::optional<unsigned> workers;
+  std::optional<std::string> report;
+  bool quiet = false;
 
   void add_to(CLI::App& sub);
   // build loads --scenario (if any) and applies the flags; throws ConfigError naming flags or JSON paths.
   Scenario build() const;
 };
+
+// split_named_url splits "NAME=URL" (as in --to a=http://127.0.0.1:3001) into name and URL; a plain URL
+// gives an empty name.
+void split_named_url(const std::string& text, std::string& name, std::string& url);
 
 // parse_route_flag splits "PREFIX=URL[,URL...]" into prefix and URLs.
 bool parse_route_flag(const std::string& text, std::string& prefix, std::vector<std::string>& urls);

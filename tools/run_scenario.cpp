@@ -1,8 +1,12 @@
 #include "run_scenario.hpp"
 
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <iostream>
 #include <system_error>
 #include <thread>
@@ -27,9 +31,50 @@ std::string describe_match(const Route& r) {
   for (const auto& method : r.match.methods) m += " " + method;
   return m;
 }
+// LiveView redraws the stages' summary in place on a terminal.
+class LiveView {
+ public:
+  void draw(const std::string& text) {
+    std::string out;
+    if (lines_ > 0) out += "\x1b[" + std::to_string(lines_) + "A\x1b[J";
+    out += text;
+    lines_ = 0;
+    for (char c : text) lines_ += c == '\n';
+    std::cerr << out << std::flush;
+  }
+  void clear() {
+    if (lines_ > 0) std::cerr << "\x1b[" << lines_ << "A\x1b[J" << std::flush;
+    lines_ = 0;
+  }
+
+ private:
+  int lines_ = 0;
+};
 }  // namespace
 
-int run_scenario(const Scenario& scenario) {
+bool write_file_atomically(const std::string& path, const std::string& content, std::string& error) {
+  auto tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) {
+      error = "cannot write " + tmp + ": " + std::strerror(errno);
+      return false;
+    }
+    f << content;
+    f.flush();
+    if (!f) {
+      error = "cannot write " + tmp + ": " + std::strerror(errno);
+      return false;
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    error = "cannot rename " + tmp + " to " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+int run_scenario(const Scenario& scenario, const RunOptions& options) {
   // Signals are taken synchronously by this thread; block them before any server thread exists so
   // that no worker thread receives them.
   sigset_t set;
@@ -65,7 +110,20 @@ int run_scenario(const Scenario& scenario) {
   std::cerr.flush();
 
   int sig = 0;
-  sigwait(&set, &sig);
+  const bool live = !options.quiet && isatty(STDERR_FILENO);
+  LiveView view;
+  while (true) {
+    if (!live) {
+      sigwait(&set, &sig);
+      break;
+    }
+    timespec one_second{1, 0};
+    sig = sigtimedwait(&set, nullptr, &one_second);
+    if (sig > 0) break;
+    auto text = server->summary();
+    if (!text.empty()) view.draw(text);
+  }
+  view.clear();
   std::cerr << "rproxy: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", draining (up to "
             << format_duration(scenario.limits.drain_timeout) << "; signal again to stop at once)\n";
   server->stop();
@@ -80,6 +138,15 @@ int run_scenario(const Scenario& scenario) {
   auto st = server->stats();
   std::cerr << "rproxy: stopped after " << st.requests << " requests on " << st.connections_accepted
             << " connections\n";
+  if (!options.quiet) std::cerr << server->summary() << std::flush;
+  if (!scenario.report.empty()) {
+    std::string error;
+    if (!write_file_atomically(scenario.report, server->report().dump(2) + "\n", error)) {
+      std::cerr << "rproxy: error: report: " << error << "\n";
+      return 1;
+    }
+    std::cerr << "rproxy: report written to " << scenario.report << "\n";
+  }
   return 0;
 }
 

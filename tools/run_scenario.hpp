@@ -6,8 +6,17 @@
 
 namespace rproxy::cli {
 
-// Returns the process exit code (0 after a clean stop; 2 for configuration errors; 1 if it cannot listen).
-int run_scenario(const Scenario& scenario);
+struct RunOptions {
+  bool quiet = false;  // no live view and no exit summary (start-up lines and errors still print)
+};
+
+// Returns the process exit code (0 after a clean stop; 2 for configuration errors; 1 if it cannot listen
+// or cannot write the report). While serving, a terminal on stderr gets a live view of the stages'
+// summaries, refreshed every second; on exit the summary is printed and the scenario's report written.
+int run_scenario(const Scenario& scenario, const RunOptions& options = {});
+
+// write_file_atomically writes to PATH.tmp and renames it over PATH, so readers never see half a file.
+bool write_file_atomically(const std::string& path, const std::string& content, std::string& error);
 
 // report_config_error prints every problem of a ConfigError as "rproxy: error: <problem>" lines.
 void report_config_error(const ConfigError& e);

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "rproxy/scenario.hpp"
 
 namespace rproxy {
@@ -42,6 +44,11 @@ class ProxyServer {
   void wait();
   ServerStats stats() const;
   const Scenario& scenario() const;
+  // report gathers every stage's report (Stage::report) with the server counters, as written to the
+  // scenario's report file; summary is the human-readable form (Stage::summary of each stage). Both are
+  // safe while the server runs.
+  nlohmann::json report() const;
+  std::string summary() const;
 
  private:
   struct Impl;

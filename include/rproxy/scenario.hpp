@@ -58,6 +58,9 @@ std::optional<std::string> parse_size(const std::string& text, std::uint64_t& ou
 struct UpstreamSpec {
   Url url;
   unsigned weight = 1;
+  // name labels the upstream for stages (a split variant names the upstreams it sends to); several
+  // upstreams may share a name and are then balanced among themselves. "" = unnamed.
+  std::string name;
   bool operator==(const UpstreamSpec&) const = default;
 };
 
@@ -125,6 +128,7 @@ struct Scenario {
   unsigned workers = 0;  // 0 = one event loop per core
   Limits limits;
   AccessLog access_log;
+  std::string report;  // "" = none; else a JSON file written on exit with every stage's report
   std::vector<StageSpec> stages;
   std::vector<Route> routes;
   bool operator==(const Scenario&) const = default;
@@ -165,6 +169,9 @@ std::vector<std::string> validate_scenario(const Scenario& s, const StageRegistr
 // the scenario; stage names are unique within the pipeline an exchange runs through (scenario-wide stages
 // plus one route's stages), so logs and per-stage state never confuse two stages.
 void fill_default_names(Scenario& s);
+
+// is_valid_scenario_name: 1-64 letters, digits, "_", "-" or "." (route, stage, upstream and variant names).
+bool is_valid_scenario_name(std::string_view name);
 
 // json_path_key / json_path_index build the paths problems are prefixed with: "routes[0].match.host",
 // "stages[1].params.request.set.X-A". Keys that are not plain identifiers are quoted: `headers["a b"]`.

@@ -24,11 +24,23 @@
 
 namespace rproxy {
 
+struct Scenario;  // scenario.hpp
+struct Route;
+
 // LocalResponse is a response a stage produces itself (abort, replay hit, CORS preflight, 404).
 struct LocalResponse {
   int status = 200;
   Headers headers;
   std::string body;
+};
+
+// Outcome is how an exchange ended; the engine fills it in just before on_complete.
+struct Outcome {
+  int status = 0;            // status sent to the client; 0 when none was (reset, client gone)
+  std::string error;         // X-Rproxy-Error cause when rproxy produced the response or cut it short
+  double duration_ms = 0;    // from the end of the request head to the end of the response
+  std::uint64_t bytes_in = 0;   // request body bytes
+  std::uint64_t bytes_out = 0;  // response body bytes
 };
 
 // Exchange is one request/response pair travelling through the pipeline.
@@ -40,8 +52,44 @@ struct Exchange {
   std::optional<ResponseHead> response;  // set once an upstream or a stage answered
   std::string route;              // name of the matched route
   std::string upstream;           // URL text of the chosen upstream, once chosen
+  std::string upstream_name;      // its name (routes[].upstreams[].name), "" when unnamed
   std::string variant;            // set by a split stage; any stage may match on it
   std::map<std::string, std::string> tags;  // free-form notes stages leave for others and for the log
+  Outcome outcome;                // valid in on_complete only
+};
+
+// CapturedResponse is a response as the engine saw it, kept for comparison (shadow mode): the head, the
+// first bytes of the body and a hash of all of it, so bodies of any size compare in bounded memory.
+struct CapturedResponse {
+  int status = 0;                 // 0 when there was no response (see error)
+  Headers headers;
+  std::string body;               // the first bytes of the body, at most the capture cap
+  std::uint64_t body_size = 0;    // total body bytes seen
+  bool body_complete = true;      // false when body_size exceeded the cap (body then holds a prefix)
+  std::uint64_t body_hash = 0;    // FNV-1a 64 of the whole body
+  std::string error;              // non-empty when the exchange failed: "connect refused", "timeout", ...
+  double duration_ms = 0;
+};
+
+// ShadowObserver receives the outcome of a shadowed exchange: the primary's response (which the client
+// got) and the shadow's. Called on an engine thread after both finished; must not block.
+class ShadowObserver {
+ public:
+  virtual ~ShadowObserver() = default;
+  virtual void on_shadow(const Exchange& exchange, const CapturedResponse& primary,
+                         const CapturedResponse& shadow) = 0;
+  // on_shadow_skipped: the copy was not sent (queue full, request body over the cap, primary failed).
+  virtual void on_shadow_skipped(const Exchange& exchange, const std::string& reason) = 0;
+};
+
+// ShadowRequest asks the engine to send a copy of the request to another upstream of the route once the
+// primary exchange is done. The request body is teed into a buffer of at most max_body bytes; a larger
+// body cancels the copy (reported as skipped) rather than buffering without bound.
+struct ShadowRequest {
+  std::string upstream;                       // name or URL of an upstream of the route
+  ShadowObserver* observer = nullptr;         // owned by the stage, which outlives every exchange
+  std::uint64_t max_body = 1024 * 1024;       // request body tee and response capture cap
+  std::chrono::milliseconds timeout{10000};   // whole shadow exchange
 };
 
 // Decision is what a stage wants done. Continue is the default.
@@ -54,9 +102,13 @@ struct Decision {
 
   std::optional<LocalResponse> response;           // Respond
   std::chrono::milliseconds delay{0};             // wait this long before acting (any kind)
-  std::optional<std::string> upstream;            // pick this upstream URL (must belong to the route)
+  // Pick this upstream of the route, by name (every upstream with that name is a candidate, balanced by
+  // the route's policy) or by URL text. When every candidate refuses the connection, the engine fails over
+  // to the route's other upstreams and Exchange::upstream_name tells which one answered.
+  std::optional<std::string> upstream;
   std::uint64_t throttle_bytes_per_s = 0;          // 0 = unthrottled (response body)
   std::optional<std::uint64_t> truncate_after;     // close after this many response body bytes
+  std::optional<ShadowRequest> shadow;             // send a copy of the request elsewhere (on_request only)
 
   static Decision proceed() { return {}; }
   static Decision respond(LocalResponse r) {
@@ -78,12 +130,29 @@ class Stage {
   // on_response runs after the response head is known (from an upstream or a Respond decision).
   // It may edit exchange.response headers and status; Respond replaces the response.
   virtual Decision on_response(Exchange&) { return Decision::proceed(); }
-  // on_complete runs once the exchange is finished (logged), for record-like stages.
+  // on_complete runs once the exchange is finished (logged), for stages whose on_request ran; the
+  // Exchange's outcome is filled in. For statistics and record-like stages.
   virtual void on_complete(const Exchange&) {}
+  // report returns what the stage observed so far as JSON (null when it keeps nothing): written to the
+  // scenario's report file on exit. Must be thread-safe (called while exchanges run).
+  virtual nlohmann::json report() const { return nullptr; }
+  // summary returns the same as a few human-readable lines (empty when nothing to say), for the exit
+  // summary and the live view on a terminal.
+  virtual std::string summary() const { return {}; }
 };
 
-// StageFactory builds a stage from its params, appending "path: message" problems for bad params.
+// StageContext is where a stage sits: the scenario (its seed, its routes) and the route for a route stage.
+// Factories use it for checks that need more than the params (for example that the upstream names a split
+// stage refers to exist on its route) and for the seed.
+struct StageContext {
+  const Scenario& scenario;
+  const Route* route = nullptr;  // nullptr for a scenario-wide stage
+};
+
+// StageFactory builds a stage from its params, appending "path: message" problems for bad params; returns
+// nullptr when there were any.
 using StageFactory = std::function<std::unique_ptr<Stage>(const nlohmann::json& params, const std::string& path,
+                                                           const StageContext& context,
                                                            std::vector<std::string>& problems)>;
 
 struct StageInfo {

@@ -21,6 +21,7 @@ struct AccessRecord {
   std::string route;
   std::string upstream;
   std::string error;  // X-Rproxy-Error value when rproxy produced the response
+  std::string variant;  // split variant that served the exchange, "" when no split stage ran
 };
 
 class AccessLogWriter {

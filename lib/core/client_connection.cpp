@@ -4,7 +4,9 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <asio/co_spawn.hpp>
 #include <asio/connect.hpp>
+#include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/ip/address.hpp>
@@ -20,6 +22,7 @@
 
 #include "core/byte_buffer.hpp"
 #include "core/proxy_headers.hpp"
+#include "core/shadow_client.hpp"
 #include "rproxy/http_parser.hpp"
 
 namespace rproxy {
@@ -357,8 +360,11 @@ struct ClientConnection::Impl {
     std::size_t out = 0;
     auto start = std::chrono::system_clock::now();
     co_await send_local(ex, r, false, out);
-    log_exchange(start, SteadyClock::now(), method.empty() ? "-" : std::string(method),
-                 target.empty() ? "-" : std::string(target), status, 0, out, "", "", code);
+    ex.request.method = method.empty() ? "-" : std::string(method);
+    ex.outcome.status = status;
+    ex.outcome.bytes_out = out;
+    ex.outcome.error = code;
+    log_exchange(start, target.empty() ? "-" : std::string(target), ex, "");
     if (status != 408) log_line("rproxy: " + std::to_string(status) + " from " + client_ip + ": " + std::string(message));
     // Lingering close: stop reading only after the peer has our answer, so it is not lost to an RST
     // caused by unread request bytes.
@@ -381,23 +387,36 @@ struct ClientConnection::Impl {
     close_client();
   }
 
-  void log_exchange(std::chrono::system_clock::time_point start, SteadyClock::time_point t0, const std::string& method,
-                    const std::string& target, int status, std::uint64_t in_bytes, std::uint64_t out_bytes,
-                    const std::string& route, const std::string& upstream_url, const std::string& error) {
+  void log_exchange(std::chrono::system_clock::time_point start, const std::string& target, const Exchange& ex,
+                    const std::string& upstream_url) {
     if (!shared.access_log || !shared.access_log->enabled()) return;
     AccessRecord rec;
     rec.start = start;
     rec.client_ip = client_ip;
-    rec.method = method;
+    rec.method = ex.request.method;
     rec.target = target;
-    rec.status = status;
-    rec.bytes_in = in_bytes;
-    rec.bytes_out = out_bytes;
-    rec.duration_ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - t0).count();
-    rec.route = route;
+    rec.status = ex.outcome.status;
+    rec.bytes_in = ex.outcome.bytes_in;
+    rec.bytes_out = ex.outcome.bytes_out;
+    rec.duration_ms = ex.outcome.duration_ms;
+    rec.route = ex.route;
     rec.upstream = upstream_url;
-    rec.error = error;
+    rec.error = ex.outcome.error;
+    rec.variant = ex.variant;
     shared.access_log->write(rec);
+  }
+
+  // Stages whose on_request ran learn how the exchange ended (statistics, recordings).
+  void complete_stages(const std::vector<Stage*>& stages, std::size_t ran, const Exchange& ex) {
+    for (std::size_t i = 0; i < ran && i < stages.size(); ++i) {
+      try {
+        stages[i]->on_complete(ex);
+      } catch (const std::exception& e) {
+        log_line(std::string("rproxy: stage on_complete failed: ") + e.what());
+      } catch (...) {
+        log_line("rproxy: stage on_complete failed with an unknown exception");
+      }
+    }
   }
 
   // ---- upstream connections -------------------------------------------------------------------------
@@ -507,6 +526,8 @@ struct ClientConnection::Impl {
     auto start = std::chrono::system_clock::now();
     shared.requests.fetch_add(1, std::memory_order_relaxed);
     Exchange ex;
+    body_tee = nullptr;
+    resp_capture = nullptr;
     ex.id = shared.next_exchange_id.fetch_add(1, std::memory_order_relaxed);
     ex.client_ip = client_ip;
     ex.scheme = scheme;
@@ -526,9 +547,20 @@ struct ClientConnection::Impl {
     std::string error_code;
     std::string upstream_text;
 
+    const std::vector<Stage*>* pipeline = nullptr;
+    std::size_t stages_ran = 0;
+    std::optional<ShadowRequest> shadow;
+    bool shadow_done = false;
     auto finish = [&](bool keep) {
-      log_exchange(start, t0, ex.request.method, log_target, status, bytes_in, bytes_out, ex.route, upstream_text,
-                   error_code);
+      if (shadow && !shadow_done)
+        skip_shadow(*shadow, ex, "the primary exchange failed" + (error_code.empty() ? "" : " (" + error_code + ")"));
+      ex.outcome.status = status;
+      ex.outcome.error = error_code;
+      ex.outcome.bytes_in = bytes_in;
+      ex.outcome.bytes_out = bytes_out;
+      ex.outcome.duration_ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - t0).count();
+      log_exchange(start, log_target, ex, upstream_text);
+      if (pipeline) complete_stages(*pipeline, stages_ran, ex);
       return keep;
     };
 
@@ -578,6 +610,7 @@ struct ClientConnection::Impl {
     int ri = rt->router->match(ex.request);
     if (ri >= 0) ex.route = rt->routes[static_cast<std::size_t>(ri)].spec->name;
     const auto& stages = rt->pipeline(ri);
+    pipeline = &stages;
 
     // Request stages, in order.
     std::optional<LocalResponse> local;
@@ -585,10 +618,12 @@ struct ClientConnection::Impl {
     std::optional<std::string> chosen;
     std::size_t ran = 0;
     for (; ran < stages.size(); ++ran) {
+      stages_ran = ran + 1;
       auto d = call_stage([&] { return stages[ran]->on_request(ex); });
       if (d.delay.count() > 0) co_await sleep(d.delay);
       body.absorb(d);
       if (d.upstream) chosen = d.upstream;
+      if (d.shadow) shadow = std::move(d.shadow);
       if (d.kind == Decision::Kind::Reset) {
         status = 0;
         error_code = "reset";
@@ -615,17 +650,28 @@ struct ClientConnection::Impl {
     const Route& route = *route_rt.spec;
     auto& balancer = *route_rt.balancer;
 
-    // Pick and connect; on refusal try the route's other upstreams before giving up.
-    std::vector<bool> skip(route.upstreams.size(), false);
+    // Pick and connect; on refusal try the route's other upstreams before giving up. A stage's pick
+    // (by name or URL) narrows the candidates first; the rest of the route is the failover.
+    const std::size_t n_up = route.upstreams.size();
+    std::vector<bool> skip(n_up, false);
+    std::vector<bool> outside(n_up, false);
+    bool narrowed = false;
+    if (chosen) {
+      for (std::size_t k = 0; k < n_up; ++k) {
+        outside[k] = route.upstreams[k].name != *chosen && route.upstreams[k].url.text != *chosen;
+        narrowed = narrowed || !outside[k];
+      }
+    }
     std::size_t ui = 0;
     std::string detail;
     ConnectResult cr = ConnectResult::Failed;
-    for (std::size_t attempt = 0; attempt < route.upstreams.size(); ++attempt) {
-      ui = balancer.pick(skip);
-      if (attempt == 0 && chosen) {
-        for (std::size_t k = 0; k < route.upstreams.size(); ++k)
-          if (route.upstreams[k].url.text == *chosen) ui = k;
-      }
+    for (std::size_t attempt = 0; attempt < n_up; ++attempt) {
+      std::vector<bool> mask = skip;
+      bool group_left = false;
+      for (std::size_t k = 0; narrowed && k < n_up; ++k) group_left = group_left || (!outside[k] && !skip[k]);
+      if (group_left)
+        for (std::size_t k = 0; k < n_up; ++k) mask[k] = mask[k] || outside[k];
+      ui = balancer.pick(mask);
       cr = co_await connect_upstream(route.upstreams[ui].url, route.connect_timeout, detail);
       if (cr == ConnectResult::Ok || cr == ConnectResult::Timeout) break;
       skip[ui] = true;
@@ -633,6 +679,12 @@ struct ClientConnection::Impl {
     const Url& url = route.upstreams[ui].url;
     upstream_text = url.text;
     ex.upstream = url.text;
+    ex.upstream_name = route.upstreams[ui].name;
+    if (narrowed && outside[ui] && cr == ConnectResult::Ok) {
+      ex.tags["failover_from"] = *chosen;
+      log_line("rproxy: " + *chosen + " refused the connection; " + ex.request.method + " " + log_target +
+               " failed over to " + url.text);
+    }
     if (cr != ConnectResult::Ok) {
       shared.upstream_errors.fetch_add(1, std::memory_order_relaxed);
       int st = cr == ConnectResult::Timeout ? 504 : 502;
@@ -659,9 +711,7 @@ struct ClientConnection::Impl {
     ForwardContext fctx;
     fctx.client_ip = client_ip;
     fctx.scheme = scheme;
-    fctx.upstream_authority = url.port == (url.scheme == "https" ? 443 : 80) ? url.host : url.authority();
-    if (url.host.find(':') != std::string::npos && fctx.upstream_authority.front() != '[')
-      fctx.upstream_authority = "[" + url.host + "]";
+    fctx.upstream_authority = host_header_value(url);
     fctx.send_upstream_host = route.host_header == HostHeader::Upstream;
     fctx.upgrade = upgrade;
     prepare_upstream_request(up, fctx);
@@ -690,6 +740,12 @@ struct ClientConnection::Impl {
       bool body_started = false;
       if (ok && framing.kind != BodyFraming::Kind::None) {
         body_started = true;
+        if (shadow) {
+          shadow_body.clear();
+          shadow_body_over = false;
+          shadow_body_cap = shadow->max_body;
+          body_tee = &shadow_body;
+        }
         auto sent = co_await forward_request_body(framing, req_out, expect_continue, route.read_timeout, bytes_in);
         if (sent == BodySend::ClientFailed) {
           drop_upstream();
@@ -809,6 +865,15 @@ struct ClientConnection::Impl {
                              !resp.headers.has_token("Connection", "close") &&
                              resp_framing.kind != BodyFraming::Kind::UntilClose;
 
+    CapturedResponse primary_capture;
+    BodyCapture capture;
+    if (shadow) {
+      primary_capture.status = resp.status;
+      primary_capture.headers = resp.headers;
+      capture = BodyCapture{&primary_capture, shadow->max_body, {}};
+      resp_capture = &capture;
+    }
+
     auto upstream_cl = resp.headers.get("Content-Length");
     std::string saved_cl = upstream_cl ? std::string(*upstream_cl) : std::string();
     prepare_client_response(resp, false);
@@ -876,6 +941,7 @@ struct ClientConnection::Impl {
     bool written = false;
     if (whole) {
       auto n = static_cast<std::size_t>(resp_framing.length);
+      if (resp_capture) resp_capture->add(upstream->buf.view().substr(0, n));
       written = co_await write_client(asio::buffer(wire), asio::buffer(upstream->buf.view().data(), n));
       upstream->buf.consume(n);
       bytes_out = n;
@@ -899,8 +965,12 @@ struct ClientConnection::Impl {
                  " ended early; passed on truncated");
       }
       close_client();
+      if (shadow) skip_shadow(*shadow, ex, "the primary response did not complete");
+      shadow_done = true;
       co_return finish(false);
     }
+    if (shadow) launch_shadow(*shadow, ex, route, up, primary_capture);
+    shadow_done = true;
     if (upstream_reusable && upstream && upstream->buf.empty()) {
       upstream->buf.release();
       worker.pool.put(std::move(upstream));
@@ -908,6 +978,55 @@ struct ClientConnection::Impl {
       drop_upstream();
     }
     co_return finish(keep_alive);
+  }
+
+  // ---- shadow copies --------------------------------------------------------------------------------
+
+  static constexpr int kMaxShadowsPerWorker = 64;
+
+  void skip_shadow(const ShadowRequest& sr, const Exchange& ex, const std::string& why) {
+    try {
+      sr.observer->on_shadow_skipped(ex, why);
+    } catch (...) {
+      log_line("rproxy: shadow observer failed");
+    }
+  }
+
+  // Sends the copy of a finished exchange to the shadow upstream, detached from this connection.
+  void launch_shadow(const ShadowRequest& sr, const Exchange& ex, const Route& route, const RequestHead& up_head,
+                     CapturedResponse& primary) {
+    if (!sr.observer) return;
+    if (shadow_body_over) return skip_shadow(sr, ex, "request body over the shadow capture cap");
+    const UpstreamSpec* target = nullptr;
+    for (const auto& u : route.upstreams)
+      if (u.name == sr.upstream || u.url.text == sr.upstream) {
+        target = &u;
+        break;
+      }
+    if (!target) return skip_shadow(sr, ex, "route " + route.name + " has no upstream " + sr.upstream);
+    if (ex.upstream == target->url.text) return skip_shadow(sr, ex, "the primary failed over to the shadow upstream");
+    if (worker.shadows_in_flight >= kMaxShadowsPerWorker) return skip_shadow(sr, ex, "shadow queue full");
+    auto job = std::make_unique<ShadowJob>();
+    RequestHead head = up_head;
+    head.headers.remove("Transfer-Encoding");
+    head.headers.remove("Expect");
+    if (head.headers.has("Content-Length") || !shadow_body.empty())
+      head.headers.set("Content-Length", std::to_string(shadow_body.size()));
+    if (route.host_header == HostHeader::Upstream) head.headers.set("Host", host_header_value(target->url));
+    head.headers.set("Connection", "close");
+    job->head = serialize(head);
+    job->body = std::move(shadow_body);
+    shadow_body.clear();
+    job->runtime = rt;
+    job->exchange = ex;
+    job->primary = std::move(primary);
+    job->url = target->url;
+    job->capture_cap = sr.max_body;
+    job->timeout = sr.timeout;
+    job->observer = sr.observer;
+    job->in_flight = &worker.shadows_in_flight;
+    ++worker.shadows_in_flight;
+    asio::co_spawn(worker.ctx, run_shadow(job.release()), asio::detached);
   }
 
   // Local response (from a stage or an error) after the request stages that ran.
@@ -941,6 +1060,12 @@ struct ClientConnection::Impl {
   }
 
   enum class BodySend { Ok, UpstreamFailed, ClientFailed, TooLarge };
+  // Shadow copies: the request body is teed here (up to the cap) and the primary's response body captured.
+  std::string* body_tee = nullptr;
+  std::string shadow_body;
+  std::uint64_t shadow_body_cap = 0;
+  bool shadow_body_over = false;
+  BodyCapture* resp_capture = nullptr;
   // Why the client side of a request body failed (status 0: the client went away, nothing to answer).
   std::pair<int, std::string> body_error{0, {}};
 
@@ -973,6 +1098,14 @@ struct ClientConnection::Impl {
       if (st != ReadStatus::Data) co_return BodySend::ClientFailed;
       bytes_in += piece.size();
       if (limits().max_body && bytes_in > limits().max_body) co_return BodySend::TooLarge;
+      if (body_tee && !shadow_body_over) {
+        if (body_tee->size() + piece.size() > shadow_body_cap) {
+          shadow_body_over = true;
+          body_tee->clear();
+        } else {
+          body_tee->append(piece);
+        }
+      }
       upstream_deadline.arm(upstream_timeout);
       if (!co_await write_piece(upstream->sock, upstream_deadline, out, piece)) co_return BodySend::UpstreamFailed;
     }
@@ -1046,6 +1179,7 @@ struct ClientConnection::Impl {
       auto st = co_await read_body(reader, upstream->buf, piece, read_more);
       if (st == ReadStatus::Done) break;
       if (st != ReadStatus::Data) co_return StreamResult::UpstreamFailed;
+      if (resp_capture) resp_capture->add(piece);
       if (control.truncate_after && bytes_out + piece.size() >= *control.truncate_after) {
         piece.resize(static_cast<std::size_t>(*control.truncate_after - bytes_out));
         co_await write_piece(client, client_deadline, out == OutFraming::Chunked ? OutFraming::Chunked : out, piece);

@@ -31,6 +31,12 @@ void remove_hop_by_hop(Headers& headers) {
   for (auto n : kHopByHop) headers.remove(n);
 }
 
+std::string host_header_value(const Url& url) {
+  if (url.port != (url.scheme == "https" ? 443 : 80)) return url.authority();
+  if (url.host.find(':') != std::string::npos) return "[" + url.host + "]";
+  return url.host;
+}
+
 void prepare_upstream_request(RequestHead& head, const ForwardContext& ctx) {
   std::string upgrade;
   if (ctx.upgrade) upgrade = head.headers.joined("Upgrade");

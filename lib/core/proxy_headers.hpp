@@ -4,6 +4,7 @@
 #include <string>
 
 #include "rproxy/http.hpp"
+#include "rproxy/scenario.hpp"
 
 namespace rproxy {
 
@@ -22,6 +23,9 @@ void strip_connection_options(Headers& headers);
 // remove_hop_by_hop drops Connection, every field it names, and the fixed hop-by-hop set.
 // Content-Length and Transfer-Encoding go too: rproxy always re-frames bodies itself.
 void remove_hop_by_hop(Headers& headers);
+
+// host_header_value is the Host an upstream URL implies: the authority, without the scheme's default port.
+std::string host_header_value(const Url& url);
 
 // prepare_upstream_request edits a client request head into the head sent upstream.
 void prepare_upstream_request(RequestHead& head, const ForwardContext& ctx);

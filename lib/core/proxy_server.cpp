@@ -199,4 +199,38 @@ ServerStats ProxyServer::stats() const {
 
 const Scenario& ProxyServer::scenario() const { return impl_->shared.runtime->scenario; }
 
+namespace {
+// Every stage with something to report, named as in logs: "name" for scenario-wide stages, "route/name"
+// for a route's own.
+template <typename Fn>
+void each_stage(const Runtime& rt, Fn&& fn) {
+  for (std::size_t i = 0; i < rt.stages.size(); ++i) fn(rt.scenario.stages[i].name, *rt.stages[i]);
+  for (std::size_t r = 0; r < rt.routes.size(); ++r)
+    for (std::size_t i = 0; i < rt.routes[r].stages.size(); ++i)
+      fn(rt.scenario.routes[r].name + "/" + rt.scenario.routes[r].stages[i].name, *rt.routes[r].stages[i]);
+}
+}  // namespace
+
+nlohmann::json ProxyServer::report() const {
+  auto st = stats();
+  nlohmann::json stages = nlohmann::json::object();
+  each_stage(*impl_->shared.runtime, [&](const std::string& name, const Stage& stage) {
+    auto r = stage.report();
+    if (!r.is_null()) stages[name] = std::move(r);
+  });
+  return {{"rproxy_report", 1},
+          {"version", RPROXY_VERSION},
+          {"seed", scenario().seed},
+          {"requests", st.requests},
+          {"connections", st.connections_accepted},
+          {"upstream_errors", st.upstream_errors},
+          {"stages", stages}};
+}
+
+std::string ProxyServer::summary() const {
+  std::string out;
+  each_stage(*impl_->shared.runtime, [&](const std::string&, const Stage& stage) { out += stage.summary(); });
+  return out;
+}
+
 }  // namespace rproxy

@@ -52,6 +52,8 @@ struct Worker {
   std::unique_ptr<char[]> scratch{new char[kScratchSize]};
   // Live connections, touched only on this worker's thread; used to close idle ones when draining.
   std::unordered_set<ClientConnection*> connections;
+  // Shadow copies in flight on this loop (see ShadowClient); bounded so a slow shadow cannot pile up.
+  int shadows_in_flight = 0;
   std::thread thread;
 };
 

@@ -46,7 +46,8 @@ using KeyTable = std::map<std::string_view, std::vector<std::string>, std::less<
 // schema file.
 const KeyTable& key_table() {
   static const KeyTable table{
-      {"scenario", {"version", "seed", "listeners", "workers", "limits", "access_log", "stages", "routes"}},
+      {"scenario",
+       {"version", "seed", "listeners", "workers", "limits", "access_log", "report", "stages", "routes"}},
       {"limits",
        {"max_conns", "max_body", "head_timeout", "body_timeout", "idle_timeout", "write_timeout",
         "drain_timeout"}},
@@ -56,7 +57,7 @@ const KeyTable& key_table() {
        {"name", "match", "strip_prefix", "rewrite", "upstreams", "balance", "host_header", "connect_timeout",
         "read_timeout", "stages"}},
       {"match", {"host", "path_prefix", "path", "methods", "headers"}},
-      {"upstream", {"url", "weight"}},
+      {"upstream", {"url", "weight", "name"}},
   };
   return table;
 }
@@ -289,6 +290,9 @@ UpstreamSpec read_upstream(Reader& r, const json& v, const std::string& path) {
     with_member(v, "weight", path, [&](const json& m, const std::string& p) {
       if (auto w = r.unsigned_in(m, p, 1, kMaxWeight)) up.weight = static_cast<unsigned>(*w);
     });
+    with_member(v, "name", path, [&](const json& m, const std::string& p) {
+      if (auto n = r.string(m, p)) up.name = *n;
+    });
   }
   if (url == nullptr) return up;
   if (!url->is_string()) {
@@ -403,6 +407,9 @@ Scenario read_scenario(Reader& r, const json& doc) {
       if (auto str = r.string(f, fp)) s.access_log.format = *str;
     });
   });
+  with_member(doc, "report", root, [&](const json& m, const std::string& p) {
+    if (auto str = r.string(m, p)) s.report = *str;
+  });
   with_member(doc, "stages", root,
               [&](const json& m, const std::string& p) { s.stages = read_stages(r, m, p); });
   with_member(doc, "routes", root, [&](const json& m, const std::string& p) {
@@ -468,13 +475,14 @@ class Validator {
       : registry_(registry), broken_(broken), problems_(problems) {}
 
   void run(const Scenario& s) {
+    scenario_ = &s;
     if (s.version != kVersion) report("version", "must be 1, got " + std::to_string(s.version));
     check_listeners(s.listeners);
     if (s.workers > kMaxWorkers) report("workers", range_message(0, kMaxWorkers, std::to_string(s.workers)));
     check_limits(s.limits);
     if (s.access_log.format != "text" && s.access_log.format != "json")
       report("access_log.format", "must be \"text\" or \"json\", got " + quote(s.access_log.format));
-    check_stages(s.stages, "stages", {});
+    check_stages(s.stages, "stages", {}, nullptr);
     std::vector<std::string> global_names;
     for (const auto& st : s.stages) global_names.push_back(st.name);
     if (s.routes.empty()) report("routes", "at least one route is required");
@@ -535,7 +543,7 @@ class Validator {
 
   // reserved are the names of the stages that run before this list in the same pipeline.
   void check_stages(const std::vector<StageSpec>& stages, const std::string& path,
-                    const std::vector<std::string>& reserved) {
+                    const std::vector<std::string>& reserved, const Route* route) {
     std::map<std::string, std::size_t> names;
     for (std::size_t i = 0; i < stages.size(); ++i) {
       const auto& st = stages[i];
@@ -553,7 +561,7 @@ class Validator {
       } else if (info != nullptr && !broken(item + ".params")) {
         // The factory is the one parser of the params; the stage it builds is thrown away here and built
         // again by the engine, which keeps validation free of engine state.
-        info->factory(st.params, item + ".params", problems_);
+        info->factory(st.params, item + ".params", StageContext{*scenario_, route}, problems_);
       }
     }
   }
@@ -643,6 +651,7 @@ class Validator {
         report(item, "missing URL");
         continue;
       }
+      if (!up.name.empty() && !valid_name(up.name)) report(item + ".name", bad_name_message(up.name));
       if (up.weight < 1 || up.weight > kMaxWeight)
         report(item + ".weight", range_message(1, kMaxWeight, std::to_string(up.weight)));
       else if (up.weight != 1 && route.balance != Balance::Weighted && balance_ok)
@@ -675,10 +684,11 @@ class Validator {
     check_upstreams(route, path);
     positive(route.connect_timeout, path + ".connect_timeout");
     positive(route.read_timeout, path + ".read_timeout");
-    check_stages(route.stages, path + ".stages", global_names);
+    check_stages(route.stages, path + ".stages", global_names, &route);
   }
 
   const StageRegistry& registry_;
+  const Scenario* scenario_ = nullptr;
   const std::vector<std::string>& broken_;
   std::vector<std::string>& problems_;
 };
@@ -736,7 +746,9 @@ json route_to_json(const Route& r) {
   for (const auto& up : r.upstreams) {
     // text is what the user wrote and is part of Url equality; scenarios built in code may leave it empty.
     std::string url = up.url.text.empty() ? up.url.scheme + "://" + up.url.authority() : up.url.text;
-    upstreams.push_back({{"url", url}, {"weight", up.weight}});
+    json item = {{"url", url}, {"weight", up.weight}};
+    if (!up.name.empty()) item["name"] = up.name;
+    upstreams.push_back(std::move(item));
   }
   json out = {{"name", r.name},
               {"match", match},
@@ -847,6 +859,8 @@ std::string json_describe(const json& value) {
   return text;
 }
 
+bool is_valid_scenario_name(std::string_view name) { return valid_name(name); }
+
 const std::vector<std::string>& scenario_json_keys(std::string_view object) {
   auto it = key_table().find(object);
   if (it == key_table().end())
@@ -913,6 +927,7 @@ json scenario_to_json(const Scenario& s) {
         {"write_timeout", format_duration(s.limits.write_timeout)},
         {"drain_timeout", format_duration(s.limits.drain_timeout)}}},
       {"access_log", {{"path", s.access_log.path}, {"format", s.access_log.format}}},
+      {"report", s.report},
       {"stages", stages_to_json(s.stages)},
       {"routes", routes},
   };

@@ -5,6 +5,7 @@
 
 #include "rproxy/stage.hpp"
 #include "stages/headers.hpp"
+#include "stages/split.hpp"
 
 namespace rproxy {
 
@@ -26,6 +27,8 @@ const StageInfo* StageRegistry::find(const std::string& type) const {
 void register_builtin_stages(StageRegistry& registry) {
   registry.add(
       {"headers", "set, add and remove request and response header fields", stages::HeadersStage::create});
+  registry.add({"split", "A/B split: assign each exchange a variant (sticky, overridable) and send it there",
+                stages::SplitStage::create});
 }
 
 const StageRegistry& builtin_stage_registry() {

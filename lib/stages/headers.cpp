@@ -147,7 +147,7 @@ void HeaderEdits::apply(Headers& headers) const {
 }
 
 std::unique_ptr<Stage> HeadersStage::create(const nlohmann::json& params, const std::string& path,
-                                            std::vector<std::string>& problems) {
+                                            const StageContext& /*context*/, std::vector<std::string>& problems) {
   const auto before = problems.size();
   if (!params.is_object()) {
     problems.push_back(path + ": expected an object with \"request\" and/or \"response\", got " +

@@ -43,7 +43,7 @@ class HeadersStage : public Stage {
   // create is the registry factory: parses params (problems are prefixed with path) and returns the stage,
   // or nullptr when any problem was found.
   static std::unique_ptr<Stage> create(const nlohmann::json& params, const std::string& path,
-                                       std::vector<std::string>& problems);
+                                       const StageContext& context, std::vector<std::string>& problems);
 
   Decision on_request(Exchange& exchange) override;
   // on_response edits exchange.response when there is one (an upstream answered or a stage responded).

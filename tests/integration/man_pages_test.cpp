@@ -48,9 +48,20 @@ TEST_CASE("man pages: every serve flag is documented in rproxy-serve.1") {
   }
 }
 
+TEST_CASE("man pages: every split flag is documented in rproxy-split.1") {
+  auto help = run(std::string(RPROXY_BINARY) + " split --help");
+  auto flags = long_flags(help.substr(0, help.find("Examples:")));
+  REQUIRE(flags.size() > 25);
+  auto page = man_page("rproxy-split.1");
+  for (const auto& f : flags) {
+    CAPTURE(f);
+    CHECK(page.find(f) != std::string::npos);
+  }
+}
+
 TEST_CASE("man pages: every subcommand is listed in rproxy.1") {
   auto page = man_page("rproxy.1");
-  for (std::string cmd : {"serve", "run", "validate", "echo"}) {
+  for (std::string cmd : {"serve", "split", "run", "validate", "echo"}) {
     CAPTURE(cmd);
     bool listed = page.find("\n.B " + cmd + "\n") != std::string::npos ||
                   page.find("\n.BI " + cmd + " ") != std::string::npos;

@@ -53,6 +53,7 @@ TEST_CASE("scenarios: every example loads and routes traffic to its upstreams") 
       }
     s.listeners = {ListenAddress{"127.0.0.1", 0}};
     s.access_log.path.clear();
+    s.report.clear();
     ProxyFixture proxy(s);
     const auto& loaded = load_scenario(file);
     for (std::size_t i = 0; i < s.routes.size(); ++i) {

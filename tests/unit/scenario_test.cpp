@@ -684,7 +684,7 @@ TEST_CASE("scenario: validate_scenario checks scenarios built in code") {
   rproxy::Route r;
   Url url;
   REQUIRE_FALSE(rproxy::parse_url("http://127.0.0.1:3000", url));
-  r.upstreams.push_back({url, 1});
+  r.upstreams.push_back({url, 1, ""});
   s.routes.push_back(r);
   CHECK(rproxy::validate_scenario(s) == Problems{"routes[0].name: must not be empty"});
   rproxy::fill_default_names(s);
@@ -867,13 +867,13 @@ TEST_CASE("scenario: upstream rules") {
 TEST_CASE("scenario: stage types must be registered") {
   json doc = minimal_doc();
   doc["stages"] = {{{"type", "latency"}}};
-  CHECK(problems_of(doc) == Problems{R"(stages[0].type: unknown stage type "latency" (known: headers))"});
+  CHECK(problems_of(doc) == Problems{R"(stages[0].type: unknown stage type "latency" (known: headers, split))"});
   doc["stages"] = {{{"name", "x"}}};
   CHECK(problems_of(doc) == Problems{R"(stages[0].type: required (the stage type, e.g. "headers"))"});
   doc["stages"] = json::array();
   doc["routes"][0]["stages"] = {{{"type", "nope"}}};
   CHECK(problems_of(doc) ==
-        Problems{R"(routes[0].stages[0].type: unknown stage type "nope" (known: headers))"});
+        Problems{R"(routes[0].stages[0].type: unknown stage type "nope" (known: headers, split))"});
 }
 
 TEST_CASE("scenario: stage names default to the type and stay unique per pipeline") {
@@ -917,7 +917,8 @@ TEST_CASE("scenario: validation can use another registry") {
   rproxy::StageRegistry registry;
   registry.add(
       {"noop", "does nothing",
-       [](const json&, const std::string&, std::vector<std::string>&) -> std::unique_ptr<rproxy::Stage> {
+       [](const json&, const std::string&, const rproxy::StageContext&,
+          std::vector<std::string>&) -> std::unique_ptr<rproxy::Stage> {
          return std::make_unique<rproxy::Stage>();
        }});
   json doc = minimal_doc();
@@ -1005,7 +1006,7 @@ TEST_CASE("scenario: scenario_to_json renders upstreams built in code") {
   Scenario s;
   rproxy::Route r;
   r.name = "r";
-  r.upstreams.push_back({Url{"http", "::1", 3000, ""}, 1});
+  r.upstreams.push_back({Url{"http", "::1", 3000, ""}, 1, ""});
   s.routes.push_back(r);
   json out = rproxy::scenario_to_json(s);
   CHECK(out["routes"][0]["upstreams"][0]["url"] == "http://[::1]:3000");

@@ -36,7 +36,8 @@ constexpr const char* kPath = "stages[0].params";
 const std::string kBadName = "not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)";
 
 std::unique_ptr<rproxy::Stage> build(const json& params, Problems& problems) {
-  return HeadersStage::create(params, kPath, problems);
+  static const rproxy::Scenario scenario;
+  return HeadersStage::create(params, kPath, rproxy::StageContext{scenario, nullptr}, problems);
 }
 
 std::unique_ptr<rproxy::Stage> build_ok(const json& params) {
@@ -228,7 +229,9 @@ TEST_CASE("headers stage: the builtin registry builds the stage") {
   const auto* info = rproxy::builtin_stage_registry().find("headers");
   REQUIRE(info != nullptr);
   Problems problems;
-  auto stage = info->factory({{"request", {{"set", {{"X-A", "1"}}}}}}, "p", problems);
+  const rproxy::Scenario scenario;
+  auto stage = info->factory({{"request", {{"set", {{"X-A", "1"}}}}}}, "p", rproxy::StageContext{scenario, nullptr},
+                             problems);
   CHECK(problems.empty());
   REQUIRE(stage != nullptr);
   auto ex = exchange_with_request({});

@@ -1,0 +1,169 @@
+#include "core/shadow_client.hpp"
+
+#include <asio/connect.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <asio/write.hpp>
+
+#include "core/access_log.hpp"
+#include "core/runtime.hpp"
+#include "rproxy/http_parser.hpp"
+
+namespace rproxy {
+
+namespace {
+
+using asio::ip::tcp;
+constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+
+// Timer state outlives the coroutine frame if the timer fires late, so it is shared.
+struct Watchdog {
+  explicit Watchdog(const asio::any_io_executor& ex) : sock(ex), timer(ex) {}
+  tcp::socket sock;
+  asio::steady_timer timer;
+  bool expired = false;
+};
+
+// Reads the response into `out`; returns "" or what went wrong.
+asio::awaitable<std::string> read_response(Watchdog& w, const std::string& method, std::uint64_t cap,
+                                           CapturedResponse& out) {
+  std::string buf;
+  std::array<char, 16 * 1024> chunk;
+  auto read_some = [&]() -> asio::awaitable<std::size_t> {
+    auto [ec, n] = co_await w.sock.async_read_some(asio::buffer(chunk), use_nothrow);
+    if (ec) co_return 0;
+    buf.append(chunk.data(), n);
+    co_return n;
+  };
+  ResponseParseResult rp;
+  while (true) {
+    rp = parse_response_head(buf);
+    if (rp.status == ParseStatus::Error) co_return "bad response: " + rp.error;
+    if (rp.status == ParseStatus::Complete) {
+      buf.erase(0, rp.consumed);
+      if (rp.head.status >= 200) break;
+      continue;  // interim response
+    }
+    auto n = co_await read_some();
+    if (n == 0) co_return w.expired ? "timeout" : "closed before a response";
+  }
+  out.status = rp.head.status;
+  out.headers = rp.head.headers;
+  std::string error;
+  auto framing = response_framing(rp.head, method, &error);
+  if (!error.empty()) co_return "bad response: " + error;
+  BodyCapture capture{&out, cap, {}};
+  out.body_complete = true;
+  switch (framing.kind) {
+    case BodyFraming::Kind::None:
+      co_return "";
+    case BodyFraming::Kind::Length: {
+      std::uint64_t left = framing.length;
+      while (true) {
+        auto n = static_cast<std::size_t>(std::min<std::uint64_t>(left, buf.size()));
+        capture.add(std::string_view(buf).substr(0, n));
+        buf.erase(0, n);
+        left -= n;
+        if (left == 0) co_return "";
+        auto got = co_await read_some();
+        if (got == 0) co_return w.expired ? "timeout" : "body cut short";
+      }
+    }
+    case BodyFraming::Kind::UntilClose:
+      while (true) {
+        capture.add(buf);
+        buf.clear();
+        auto n = co_await read_some();
+        if (n == 0) co_return w.expired ? "timeout" : "";
+      }
+    case BodyFraming::Kind::Chunked: {
+      ChunkedDecoder decoder;
+      while (true) {
+        std::size_t off = 0;
+        while (off < buf.size()) {
+          std::size_t used = 0;
+          std::string_view piece;
+          auto res = decoder.decode(std::string_view(buf).substr(off), used, piece);
+          off += used;
+          if (res == ChunkedDecoder::Result::Data) {
+            capture.add(piece);
+            continue;
+          }
+          if (res == ChunkedDecoder::Result::Done) co_return "";
+          if (res == ChunkedDecoder::Result::Error) co_return "bad chunked body: " + decoder.error();
+          break;
+        }
+        buf.erase(0, off);
+        auto n = co_await read_some();
+        if (n == 0) co_return w.expired ? "timeout" : "body cut short";
+      }
+    }
+  }
+  co_return "";
+}
+
+}  // namespace
+
+asio::awaitable<void> run_shadow(ShadowJob* raw) {
+  std::unique_ptr<ShadowJob> job(raw);
+  struct Release {
+    int* counter;
+    ~Release() {
+      if (counter) --*counter;
+    }
+  } release{job->in_flight};
+  auto executor = co_await asio::this_coro::executor;
+  auto w = std::make_shared<Watchdog>(executor);
+  w->timer.expires_after(job->timeout);
+  w->timer.async_wait([w](std::error_code ec) {
+    if (ec) return;
+    w->expired = true;
+    std::error_code ignore;
+    w->sock.close(ignore);
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  CapturedResponse shadow;
+  std::string error;
+  {
+    tcp::resolver resolver(executor);
+    auto [rec, endpoints] =
+        co_await resolver.async_resolve(job->url.host, std::to_string(job->url.port), use_nothrow);
+    if (rec) {
+      error = "cannot resolve " + job->url.host;
+    } else {
+      auto [cec, ep] = co_await asio::async_connect(w->sock, endpoints, use_nothrow);
+      if (cec)
+        error = w->expired                               ? "timeout"
+                : cec == asio::error::connection_refused ? "connect refused"
+                                                         : "connect failed";
+    }
+  }
+  if (error.empty()) {
+    std::array<asio::const_buffer, 2> bufs{asio::buffer(job->head), asio::buffer(job->body)};
+    auto [wec, n] = co_await asio::async_write(w->sock, bufs, use_nothrow);
+    (void)n;
+    if (wec) error = w->expired ? "timeout" : "request not sent";
+  }
+  if (error.empty()) {
+    auto read_error = co_await read_response(*w, job->exchange.request.method, job->capture_cap, shadow);
+    error = read_error;
+  }
+  w->timer.cancel();
+  std::error_code ignore;
+  w->sock.close(ignore);
+  shadow.error = error;
+  shadow.duration_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  try {
+    job->observer->on_shadow(job->exchange, job->primary, shadow);
+  } catch (const std::exception& e) {
+    log_line(std::string("rproxy: shadow comparison failed: ") + e.what());
+  } catch (...) {
+    log_line("rproxy: shadow comparison failed");
+  }
+}
+
+}  // namespace rproxy
