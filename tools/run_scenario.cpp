@@ -103,14 +103,19 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
   }
   for (const auto& r : scenario.routes) {
     std::string ups;
-    for (const auto& u : r.upstreams) ups += (ups.empty() ? "" : ", ") + u.url.text;
-    std::cerr << "rproxy:   " << describe_match(r) << " -> " << ups
-              << (r.upstreams.size() > 1 ? " (" + to_string(r.balance) + ")" : "") << "\n";
+    for (const auto& u : r.upstreams) ups += (ups.empty() ? "" : ", ") + (u.name.empty() ? "" : u.name + "=") + u.url.text;
+    std::string how = r.upstreams.size() > 1 ? to_string(r.balance) : "";
+    for (const auto& st : r.stages)
+      if (st.type == "split") how = "split by stage " + st.name;
+    for (const auto& st : scenario.stages)
+      if (st.type == "split") how = "split by stage " + st.name;
+    std::cerr << "rproxy:   " << describe_match(r) << " -> " << ups << (how.empty() ? "" : " (" + how + ")") << "\n";
   }
   std::cerr.flush();
 
   int sig = 0;
-  const bool live = !options.quiet && isatty(STDERR_FILENO);
+  // An access log on stderr would scroll the live view away, so one of them has to give.
+  const bool live = !options.quiet && isatty(STDERR_FILENO) && scenario.access_log.path != "-";
   LiveView view;
   while (true) {
     if (!live) {

@@ -88,8 +88,10 @@ class ShadowObserver {
 struct ShadowRequest {
   std::string upstream;                       // name or URL of an upstream of the route
   ShadowObserver* observer = nullptr;         // owned by the stage, which outlives every exchange
-  std::uint64_t max_body = 1024 * 1024;       // request body tee and response capture cap
+  std::uint64_t max_body = 1024 * 1024;       // request body tee cap
+  std::uint64_t capture = 1024 * 1024;        // response bytes kept for comparison (the rest is hashed)
   std::chrono::milliseconds timeout{10000};   // whole shadow exchange
+  std::vector<Header> headers;                // set on the copy (e.g. which variant it is for)
 };
 
 // Decision is what a stage wants done. Continue is the default.

@@ -528,6 +528,8 @@ struct ClientConnection::Impl {
     Exchange ex;
     body_tee = nullptr;
     resp_capture = nullptr;
+    shadow_body_over = false;
+    if (shadow_body.capacity() > 0) std::string().swap(shadow_body);  // never carried to the next request
     ex.id = shared.next_exchange_id.fetch_add(1, std::memory_order_relaxed);
     ex.client_ip = client_ip;
     ex.scheme = scheme;
@@ -673,8 +675,8 @@ struct ClientConnection::Impl {
         for (std::size_t k = 0; k < n_up; ++k) mask[k] = mask[k] || outside[k];
       ui = balancer.pick(mask);
       cr = co_await connect_upstream(route.upstreams[ui].url, route.connect_timeout, detail);
-      if (cr == ConnectResult::Ok || cr == ConnectResult::Timeout) break;
-      skip[ui] = true;
+      if (cr == ConnectResult::Ok) break;
+      skip[ui] = true;  // refused or timed out: the next candidate gets the request
     }
     const Url& url = route.upstreams[ui].url;
     upstream_text = url.text;
@@ -870,7 +872,7 @@ struct ClientConnection::Impl {
     if (shadow) {
       primary_capture.status = resp.status;
       primary_capture.headers = resp.headers;
-      capture = BodyCapture{&primary_capture, shadow->max_body, {}};
+      capture = BodyCapture{&primary_capture, shadow->capture, {}};
       resp_capture = &capture;
     }
 
@@ -969,7 +971,11 @@ struct ClientConnection::Impl {
       shadow_done = true;
       co_return finish(false);
     }
-    if (shadow) launch_shadow(*shadow, ex, route, up, primary_capture);
+    if (shadow) {
+      primary_capture.duration_ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - t0).count();
+      launch_shadow(*shadow, ex, route, up, framing.kind != BodyFraming::Kind::None || had_content_length,
+                    request_cut_short, primary_capture);
+    }
     shadow_done = true;
     if (upstream_reusable && upstream && upstream->buf.empty()) {
       upstream->buf.release();
@@ -994,7 +1000,7 @@ struct ClientConnection::Impl {
 
   // Sends the copy of a finished exchange to the shadow upstream, detached from this connection.
   void launch_shadow(const ShadowRequest& sr, const Exchange& ex, const Route& route, const RequestHead& up_head,
-                     CapturedResponse& primary) {
+                     bool had_body, bool request_cut_short, CapturedResponse& primary) {
     if (!sr.observer) return;
     if (shadow_body_over) return skip_shadow(sr, ex, "request body over the shadow capture cap");
     const UpstreamSpec* target = nullptr;
@@ -1005,13 +1011,16 @@ struct ClientConnection::Impl {
       }
     if (!target) return skip_shadow(sr, ex, "route " + route.name + " has no upstream " + sr.upstream);
     if (ex.upstream == target->url.text) return skip_shadow(sr, ex, "the primary failed over to the shadow upstream");
-    if (worker.shadows_in_flight >= kMaxShadowsPerWorker) return skip_shadow(sr, ex, "shadow queue full");
+    if (request_cut_short)
+      return skip_shadow(sr, ex, "the upstream answered before the whole request body was sent");
+    if (worker.shadows_in_flight.load(std::memory_order_relaxed) >= kMaxShadowsPerWorker)
+      return skip_shadow(sr, ex, "shadow queue full");
     auto job = std::make_unique<ShadowJob>();
     RequestHead head = up_head;
     head.headers.remove("Transfer-Encoding");
     head.headers.remove("Expect");
-    if (head.headers.has("Content-Length") || !shadow_body.empty())
-      head.headers.set("Content-Length", std::to_string(shadow_body.size()));
+    if (had_body) head.headers.set("Content-Length", std::to_string(shadow_body.size()));
+    for (const auto& h : sr.headers) head.headers.set(h.name, h.value);
     if (route.host_header == HostHeader::Upstream) head.headers.set("Host", host_header_value(target->url));
     head.headers.set("Connection", "close");
     job->head = serialize(head);
@@ -1021,11 +1030,11 @@ struct ClientConnection::Impl {
     job->exchange = ex;
     job->primary = std::move(primary);
     job->url = target->url;
-    job->capture_cap = sr.max_body;
+    job->capture_cap = sr.capture;
     job->timeout = sr.timeout;
     job->observer = sr.observer;
     job->in_flight = &worker.shadows_in_flight;
-    ++worker.shadows_in_flight;
+    worker.shadows_in_flight.fetch_add(1, std::memory_order_relaxed);
     asio::co_spawn(worker.ctx, run_shadow(job.release()), asio::detached);
   }
 

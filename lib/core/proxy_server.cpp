@@ -154,7 +154,14 @@ void ProxyServer::stop() {
   impl->drain_thread = std::thread([impl, drain] {
     auto until = SteadyClock::now() + drain;
     // Close idle keep-alive connections now and again (a connection may go idle while draining).
-    while (SteadyClock::now() < until && impl->shared.active.load() > 0) {
+    auto shadows = [impl] {
+      int n = 0;
+      for (auto& w : impl->workers) n += w->shadows_in_flight.load();
+      return n;
+    };
+    // Shadow copies in flight finish too (each is bounded by its own timeout), so their comparisons
+    // reach the report.
+    while (SteadyClock::now() < until && (impl->shared.active.load() > 0 || shadows() > 0)) {
       for (auto& w : impl->workers)
         asio::post(w->ctx, [wp = w.get()] {
           for (auto* c : wp->connections) c->close_if_idle();

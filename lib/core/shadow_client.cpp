@@ -109,12 +109,21 @@ asio::awaitable<std::string> read_response(Watchdog& w, const std::string& metho
 
 asio::awaitable<void> run_shadow(ShadowJob* raw) {
   std::unique_ptr<ShadowJob> job(raw);
+  // Runs however the coroutine ends, including its frame being destroyed by a stop before the shadow
+  // answered: the copy is then reported as skipped so the report's totals still add up.
   struct Release {
-    int* counter;
+    ShadowJob& job;
+    bool reported = false;
     ~Release() {
-      if (counter) --*counter;
+      if (!reported) {
+        try {
+          job.observer->on_shadow_skipped(job.exchange, "stopped before the shadow answered");
+        } catch (...) {
+        }
+      }
+      if (job.in_flight) job.in_flight->fetch_sub(1, std::memory_order_relaxed);
     }
-  } release{job->in_flight};
+  } release{*job};
   auto executor = co_await asio::this_coro::executor;
   auto w = std::make_shared<Watchdog>(executor);
   w->timer.expires_after(job->timeout);
@@ -129,8 +138,8 @@ asio::awaitable<void> run_shadow(ShadowJob* raw) {
   std::string error;
   {
     tcp::resolver resolver(executor);
-    auto [rec, endpoints] =
-        co_await resolver.async_resolve(job->url.host, std::to_string(job->url.port), use_nothrow);
+    const std::string port = std::to_string(job->url.port);
+    auto [rec, endpoints] = co_await resolver.async_resolve(job->url.host, port, use_nothrow);
     if (rec) {
       error = "cannot resolve " + job->url.host;
     } else {
@@ -157,6 +166,7 @@ asio::awaitable<void> run_shadow(ShadowJob* raw) {
   shadow.error = error;
   shadow.duration_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  release.reported = true;
   try {
     job->observer->on_shadow(job->exchange, job->primary, shadow);
   } catch (const std::exception& e) {

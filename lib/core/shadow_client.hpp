@@ -6,6 +6,7 @@
 #pragma once
 
 #include <asio/awaitable.hpp>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -30,7 +31,7 @@ struct ShadowJob {
   std::uint64_t capture_cap = 0;
   std::chrono::milliseconds timeout{10000};
   ShadowObserver* observer = nullptr;
-  int* in_flight = nullptr;  // the worker's counter, decremented when the job ends
+  std::atomic<int>* in_flight = nullptr;  // the worker's counter, decremented when the job ends
 };
 
 // run_shadow takes ownership of job (a raw pointer so nothing non-trivial is passed by value into the

@@ -53,7 +53,8 @@ struct Worker {
   // Live connections, touched only on this worker's thread; used to close idle ones when draining.
   std::unordered_set<ClientConnection*> connections;
   // Shadow copies in flight on this loop (see ShadowClient); bounded so a slow shadow cannot pile up.
-  int shadows_in_flight = 0;
+  // Atomic because the drain thread waits for it to reach 0.
+  std::atomic<int> shadows_in_flight{0};
   std::thread thread;
 };
 

@@ -324,7 +324,12 @@ std::optional<SplitSettings> SplitStage::parse_settings(const json& params, cons
     }
   }
   if (auto it = params.find("cookie_max_age"); it != params.end()) {
-    if (auto d = r.duration(*it, json_path_key(path, "cookie_max_age"))) s.cookie_max_age = *d;
+    if (auto d = r.duration(*it, json_path_key(path, "cookie_max_age"))) {
+      if (d->count() < 1000)
+        r.fail(json_path_key(path, "cookie_max_age"), "must be at least 1s (Max-Age counts whole seconds)");
+      else
+        s.cookie_max_age = *d;
+    }
   }
   if (auto it = params.find("override"); it != params.end()) {
     if (auto b = r.boolean(*it, json_path_key(path, "override"))) s.override_enabled = *b;
@@ -579,7 +584,11 @@ Decision SplitStage::on_request(Exchange& ex) {
       sr.upstream = settings_.shadow->variant;
       sr.observer = this;
       sr.max_body = settings_.shadow->max_body;
+      // Responses are kept up to the same size but never less than 1 MiB, so a small request cap does
+      // not turn JSON comparisons into hash comparisons.
+      sr.capture = std::max<std::uint64_t>(settings_.shadow->max_body, 1024 * 1024);
       sr.timeout = settings_.shadow->timeout;
+      sr.headers.push_back({kVariantHeader, settings_.shadow->variant});
       d.shadow = sr;
       std::lock_guard lock(shadow_mutex_);
       ++shadow_.requested;

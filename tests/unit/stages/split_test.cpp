@@ -132,17 +132,16 @@ TEST_CASE("VariantPicker: a pure function of seed and key") {
   }
   CHECK(same_seed_diff == 0);
   CHECK(other_seed_diff > 300);  // another seed is another assignment
-  // Pinned values: the assignment is a contract (same on every platform and release).
+  // Pinned values: the assignment is a contract (same on every platform and release); a change to the
+  // hash or the picker that moves users between variants must fail here.
   VariantPicker pinned({{"a", 90}, {"b", 10}}, 42);
   std::string seq;
-  for (std::uint64_t i = 1; i <= 20; ++i) seq += pinned.variants()[pinned.pick_ordinal(i)].name;
-  CHECK(seq.size() == 20);
-  CHECK(seq == [&] {
-    std::string again;
-    VariantPicker p({{"a", 90}, {"b", 10}}, 42);
-    for (std::uint64_t i = 1; i <= 20; ++i) again += p.variants()[p.pick_ordinal(i)].name;
-    return again;
-  }());
+  for (std::uint64_t i = 1; i <= 40; ++i) seq += pinned.variants()[pinned.pick_ordinal(i)].name;
+  CHECK(seq == "aabaaaaabaaaaaaaaaaaaaaaaaababaaaaaaaaaa");
+  VariantPicker half({{"a", 1}, {"b", 1}}, 42);
+  std::string keyed;
+  for (int i = 0; i < 20; ++i) keyed += half.variants()[half.pick("user-" + std::to_string(i))].name;
+  CHECK(keyed == "abbbabaaaababbbbaaab");
 }
 
 TEST_CASE("VariantPicker: moving 90/10 to 80/20 moves only a -> b, about 1/9 of a") {
@@ -415,6 +414,9 @@ TEST_CASE("split: param errors name their JSON path") {
   auto unknown = kAB;
   unknown["weights"] = 1;
   CHECK(has_problem(problems_of(unknown, s), "stages[0].params.weights: unknown key"));
+  auto short_cookie = kAB;
+  short_cookie["cookie_max_age"] = "500ms";
+  CHECK(has_problem(problems_of(short_cookie, s), "stages[0].params.cookie_max_age: must be at least 1s"));
   auto bad_weight = json{{"variants", {{{"name", "a"}, {"weight", -1}}, {{"name", "b"}}}}};
   CHECK(has_problem(problems_of(bad_weight, s), "stages[0].params.variants[0].weight: expected an integer"));
   auto zero = json{{"variants", {{{"name", "a"}, {"weight", 0}}, {{"name", "b"}, {"weight", 0}}}}};
