@@ -167,7 +167,7 @@ chmod 755 "$WORK" "$WORK/www" && chmod 644 "$WORK/www/1k" "$WORK/www/1m"
 PROBLEMS="$WORK/problems.txt"; : >"$PROBLEMS"
 SKIPPED="$WORK/skipped.tsv"; : >"$SKIPPED"
 
-read -r P_UP P_NGINX P_HAPROXY P_RP1 P_RP2 < <(python3 "$LIB" ports 5)
+read -r P_UP P_NGINX P_HAPROXY P_RP1 P_RP2 P_RPS < <(python3 "$LIB" ports 6)
 
 # start NAME LOGBASE CMD...: run CMD in the background, remember its pid under NAME
 start() {
@@ -286,10 +286,15 @@ else
 fi
 start rproxy "$WORK/logs/rproxy" "$RPROXY" serve --listen "127.0.0.1:$P_RP1" --to "http://127.0.0.1:$P_UP" --workers 1
 start rproxy-2w "$WORK/logs/rproxy-2w" "$RPROXY" serve --listen "127.0.0.1:$P_RP2" --to "http://127.0.0.1:$P_UP"
+# The cost of the split stage: 1 worker, two variants 90/10 (both on the one upstream).
+start rproxy-split "$WORK/logs/rproxy-split" "$RPROXY" split --listen "127.0.0.1:$P_RPS" --workers 1 \
+  --to "a=http://127.0.0.1:$P_UP" --to "b=http://127.0.0.1:$P_UP" --weights 90,10 --quiet
 
-declare -A PORT=([direct]=$P_UP [nginx]=$P_NGINX [haproxy]=$P_HAPROXY [rproxy]=$P_RP1 [rproxy-2w]=$P_RP2)
-declare -A PROC=([direct]=upstream [nginx]=nginx [haproxy]=haproxy [rproxy]=rproxy [rproxy-2w]=rproxy-2w)
-CANDIDATES=(direct nginx haproxy rproxy rproxy-2w)
+declare -A PORT=([direct]=$P_UP [nginx]=$P_NGINX [haproxy]=$P_HAPROXY [rproxy]=$P_RP1 [rproxy-2w]=$P_RP2
+                 [rproxy-split]=$P_RPS)
+declare -A PROC=([direct]=upstream [nginx]=nginx [haproxy]=haproxy [rproxy]=rproxy [rproxy-2w]=rproxy-2w
+                 [rproxy-split]=rproxy-split)
+CANDIDATES=(direct nginx haproxy rproxy rproxy-2w rproxy-split)
 TARGETS=()
 failed=0
 for t in "${CANDIDATES[@]}"; do
@@ -316,7 +321,7 @@ for t in "${CANDIDATES[@]}"; do
 done
 [[ $failed == 0 ]] || log "some proxies did not answer; they are left out of the table"
 log "rproxy: $RPROXY ($RPROXY_BUILD); peers: ${TARGETS[*]}"
-log "ports: upstream=$P_UP nginx=$P_NGINX haproxy=$P_HAPROXY rproxy=$P_RP1 rproxy-2w=$P_RP2"
+log "ports: upstream=$P_UP nginx=$P_NGINX haproxy=$P_HAPROXY rproxy=$P_RP1 rproxy-2w=$P_RP2 rproxy-split=$P_RPS"
 
 # ------------------------------------------------------------------------------------------ workloads
 # id, path, connections, wrk threads, description

@@ -660,8 +660,9 @@ class Validator {
       if (broken(item + ".url")) continue;
       for (std::size_t j = 0; j < i; ++j) {
         const auto& other = route.upstreams[j].url;
+        // Differently named upstreams may share a URL (two variants on one backend during a rollout).
         if (broken(json_path_index(list, j) + ".url") || other.scheme != up.url.scheme ||
-            other.host != up.url.host || other.port != up.url.port)
+            other.host != up.url.host || other.port != up.url.port || route.upstreams[j].name != up.name)
           continue;
         report(item, "same upstream as upstreams[" + std::to_string(j) + "] (use weights to favour one)");
         break;
