@@ -857,6 +857,14 @@ TEST_CASE("scenario: upstream rules") {
   CHECK(problems_of(doc_with_route({{"upstreams", {"http://a", "HTTP://A:80/"}}})) ==
         Problems{"routes[0].upstreams[1]: same upstream as upstreams[0] (use weights to favour one)"});
   CHECK(problems_of(doc_with_route({{"upstreams", {"http://a", "https://a", "http://a:81"}}})).empty());
+  // Named upstreams: two names may share a URL (variants on one backend); one name twice may not.
+  CHECK(problems_of(doc_with_route({{"upstreams", {{{"url", "http://a"}, {"name", "x"}},
+                                                   {{"url", "http://a"}, {"name", "y"}}}}})).empty());
+  CHECK(problems_of(doc_with_route({{"upstreams", {{{"url", "http://a"}, {"name", "x"}},
+                                                   {{"url", "http://a"}, {"name", "x"}}}}})) ==
+        Problems{"routes[0].upstreams[1]: same upstream as upstreams[0] (use weights to favour one)"});
+  CHECK(problems_of(doc_with_route({{"upstreams", {{{"url", "http://a"}, {"name", "bad name"}}}}})) ==
+        Problems{R"(routes[0].upstreams[0].name: must be 1-64 letters, digits, "_", "-" or ".", got "bad name")"});
   CHECK(problems_of(doc_with_route(route_with({{"balance", "fastest"}, {"host_header", "client"}}))) ==
         Problems{
             R"(routes[0].balance: must be one of round_robin, least_conn, random, weighted; got "fastest")",
