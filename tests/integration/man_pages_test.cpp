@@ -37,26 +37,25 @@ std::string man_page(const std::string& name) {
 }
 }  // namespace
 
-TEST_CASE("man pages: every serve flag is documented in rproxy-serve.1") {
-  auto help = run(std::string(RPROXY_BINARY) + " serve --help");
+// Every long flag `rproxy CMD --help` lists (before its examples) appears in the page.
+static void check_flags_documented(const std::string& cmd, const std::string& page_name,
+                                   std::size_t at_least) {
+  auto help = run(std::string(RPROXY_BINARY) + " " + cmd + " --help");
   auto flags = long_flags(help.substr(0, help.find("Examples:")));
-  REQUIRE(flags.size() > 15);
-  auto page = man_page("rproxy-serve.1");
+  REQUIRE(flags.size() > at_least);
+  auto page = man_page(page_name);
   for (const auto& f : flags) {
     CAPTURE(f);
     CHECK(page.find(f) != std::string::npos);
   }
 }
 
+TEST_CASE("man pages: every serve flag is documented in rproxy-serve.1") {
+  check_flags_documented("serve", "rproxy-serve.1", 15);
+}
+
 TEST_CASE("man pages: every split flag is documented in rproxy-split.1") {
-  auto help = run(std::string(RPROXY_BINARY) + " split --help");
-  auto flags = long_flags(help.substr(0, help.find("Examples:")));
-  REQUIRE(flags.size() > 25);
-  auto page = man_page("rproxy-split.1");
-  for (const auto& f : flags) {
-    CAPTURE(f);
-    CHECK(page.find(f) != std::string::npos);
-  }
+  check_flags_documented("split", "rproxy-split.1", 25);
 }
 
 TEST_CASE("man pages: every subcommand is listed in rproxy.1") {
