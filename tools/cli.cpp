@@ -12,6 +12,8 @@ int run_cli(int argc, char** argv) {
   app.fallthrough(false);
   setup_serve(app, state);
   setup_split(app, state);
+  setup_record(app, state);
+  setup_replay(app, state);
   setup_run(app, state);
   setup_validate(app, state);
   setup_echo(app, state);

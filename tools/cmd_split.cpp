@@ -150,10 +150,10 @@ void setup_split(CLI::App& app, CliState& state) {
   sub->add_option(
          "--shadow-ignore", flags->shadow_ignore,
          "JSON field to ignore when comparing: a name (any depth) or a $.path (repeatable) [shadow.ignore]")
-      ->type_name("FIELD");
+      ->type_name("FIELD")->allow_extra_args(false);
   sub->add_option("--shadow-headers", flags->shadow_headers,
                   "Response header to compare (repeatable), default Content-Type [shadow.compare_headers]")
-      ->type_name("NAME");
+      ->type_name("NAME")->allow_extra_args(false);
   sub->add_option("--explain", flags->explain,
                   "Print the variant a sticky key gets (and each variant's score), then exit")
       ->type_name("KEY");

@@ -8,12 +8,12 @@ void CommonFlags::add_to(CLI::App& sub) {
       ->check(CLI::ExistingFile)->type_name("FILE");
   sub.add_flag("--print-scenario", print_scenario, "Print the scenario these flags build, then exit 0");
   sub.add_option("--listen", listen, "Listen address (repeatable) [listeners]; default 127.0.0.1:8080")
-      ->type_name("ADDR");
+      ->type_name("ADDR")->allow_extra_args(false);
   sub.add_option("--to", to,
                  "Upstream [NAME=]URL for all paths (repeat to balance; NAME labels it) [routes[].upstreams]")
-      ->type_name("[NAME=]URL");
+      ->type_name("[NAME=]URL")->allow_extra_args(false);
   sub.add_option("--route", routes, "PREFIX=URL[,URL...]: send a path prefix to upstreams (repeatable) [routes[]]")
-      ->type_name("PREFIX=URL");
+      ->type_name("PREFIX=URL")->allow_extra_args(false);
   sub.add_option("--balance", balance, "round_robin|least_conn|random|weighted [routes[].balance]")
       ->check(CLI::IsMember({"round_robin", "least_conn", "random", "weighted"}))->type_name("POLICY");
   sub.add_option("--host-header", host_header, "preserve|upstream: Host sent upstream [routes[].host_header]")
@@ -150,9 +150,10 @@ Scenario CommonFlags::build() const {
   if (seed) s.seed = *seed;
   if (workers) s.workers = *workers;
   if (report) s.report = *report;
-  if (s.routes.empty() && problems.empty())
+  if (s.routes.empty() && problems.empty() && !allow_no_upstream)
     problems.push_back("no upstream: give --to URL, --route PREFIX=URL or --scenario FILE");
   if (!problems.empty()) throw ConfigError(problems);
+  if (s.routes.empty()) return s;  // allow_no_upstream: the caller completes and validates it
   // Flags produce the same model a file does, so they get the same names and the same validation.
   fill_default_names(s);
   auto more = validate_scenario(s);

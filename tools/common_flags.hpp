@@ -37,6 +37,9 @@ struct CommonFlags {
   std::optional<std::string> report;
   bool quiet = false;
 
+  // allow_no_upstream: build() accepts a scenario without routes (replay adds its own).
+  bool allow_no_upstream = false;
+
   void add_to(CLI::App& sub);
   // build loads --scenario (if any) and applies the flags; throws ConfigError naming flags or JSON paths.
   Scenario build() const;

@@ -13,7 +13,8 @@
 #include <string>
 #include <string_view>
 
-struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX, kept out of this header
+#include "core/sha256.hpp"
+
 
 namespace rproxy {
 
@@ -71,22 +72,6 @@ class EchoServer {
 // so clients can verify any slice without keeping a copy.
 char echo_payload_byte(std::uint64_t offset);
 
-// Sha256 hashes a stream incrementally (bodies are never buffered).
-class Sha256 {
- public:
-  Sha256();
-  ~Sha256();
-  Sha256(const Sha256&) = delete;
-  Sha256& operator=(const Sha256&) = delete;
-  void update(const void* data, std::size_t size);
-  void update(std::string_view data) { update(data.data(), data.size()); }
-  // hex_digest finishes the hash and returns it as 64 lowercase hex digits; call once.
-  std::string hex_digest();
-
- private:
-  evp_md_ctx_st* ctx_;
-};
-std::string sha256_hex(std::string_view data);
 
 // ---- WebSocket frame codec (RFC 6455 §5), shared by the server and by tests acting as a client ----
 

@@ -94,6 +94,9 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
   } catch (const std::system_error& e) {
     std::cerr << "rproxy: error: " << e.what() << "\n";
     return 1;
+  } catch (const std::runtime_error& e) {  // a stage that cannot start (e.g. an unwritable recording)
+    std::cerr << "rproxy: error: " << e.what() << "\n";
+    return 1;
   }
   auto ports = server->ports();
   for (std::size_t i = 0; i < ports.size(); ++i) {
@@ -146,13 +149,13 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
   if (!options.quiet) std::cerr << server->summary() << std::flush;
   if (!scenario.report.empty()) {
     std::string error;
-    if (!write_file_atomically(scenario.report, server->report().dump(2) + "\n", error)) {
+    if (!write_file_atomically(scenario.report, server->report().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", error)) {
       std::cerr << "rproxy: error: report: " << error << "\n";
       return 1;
     }
     std::cerr << "rproxy: report written to " << scenario.report << "\n";
   }
-  return 0;
+  return server->exit_code();
 }
 
 }  // namespace rproxy::cli

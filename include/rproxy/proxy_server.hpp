@@ -49,6 +49,8 @@ class ProxyServer {
   // safe while the server runs.
   nlohmann::json report() const;
   std::string summary() const;
+  // exit_code is the first non-zero Stage::exit_code (a strict replay with misses), else 0.
+  int exit_code() const;
 
  private:
   struct Impl;

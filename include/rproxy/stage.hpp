@@ -16,6 +16,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -30,8 +31,25 @@ struct Route;
 // LocalResponse is a response a stage produces itself (abort, replay hit, CORS preflight, 404).
 struct LocalResponse {
   int status = 200;
-  Headers headers;
+  Headers headers;  // Content-Length and Transfer-Encoding are set by the engine
   std::string body;
+  // A large body is streamed from a file instead (bounded memory): body is then ignored.
+  std::string body_file;
+  std::uint64_t body_file_size = 0;
+  // Send with Transfer-Encoding: chunked (HTTP/1.1 clients), split at these sizes (one chunk when empty).
+  bool chunked = false;
+  std::vector<std::uint64_t> chunk_sizes;
+};
+
+// ExchangeTee receives copies of body bytes as they stream through the engine (recording). Called on the
+// exchange's engine thread; must not block for long.
+class ExchangeTee {
+ public:
+  virtual ~ExchangeTee() = default;
+  virtual void request_body(std::string_view piece) = 0;
+  // response_head is the upstream's head as received, before any header rule or stage touched it.
+  virtual void response_head(const ResponseHead& head) = 0;
+  virtual void response_body(std::string_view piece) = 0;
 };
 
 // Outcome is how an exchange ended; the engine fills it in just before on_complete.
@@ -56,7 +74,18 @@ struct Exchange {
   std::string variant;            // set by a split stage; any stage may match on it
   std::map<std::string, std::string> tags;  // free-form notes stages leave for others and for the log
   Outcome outcome;                // valid in on_complete only
+  // The request body, read before the request stages when one of them needs it (Stage::needs_request_body):
+  // all of it when it fits kBufferedBodyCap, else only its size and digest (request_body_complete false).
+  bool request_body_buffered = false;
+  std::string request_body;
+  bool request_body_complete = true;
+  std::uint64_t request_body_size = 0;
+  std::string request_body_sha256;  // hex
+  // Set by a stage in on_request to receive body bytes as they stream (see ExchangeTee).
+  std::shared_ptr<ExchangeTee> tee;
 };
+
+inline constexpr std::uint64_t kBufferedBodyCap = 8 * 1024 * 1024;
 
 // CapturedResponse is a response as the engine saw it, kept for comparison (shadow mode): the head, the
 // first bytes of the body and a hash of all of it, so bodies of any size compare in bounded memory.
@@ -135,6 +164,16 @@ class Stage {
   // on_complete runs once the exchange is finished (logged), for stages whose on_request ran; the
   // Exchange's outcome is filled in. For statistics and record-like stages.
   virtual void on_complete(const Exchange&) {}
+  // needs_request_body: read the whole request body before on_request (into Exchange::request_body), for
+  // stages that decide on it (replay matching). Costs buffering, so only those stages say yes.
+  virtual bool needs_request_body() const { return false; }
+  // exit_code: non-zero asks the process to exit with it after a stop (a strict replay with misses).
+  virtual int exit_code() const { return 0; }
+  // on_start runs once when the server starts serving, on_stop once after it stopped (every exchange
+  // done). Side effects (creating files, threads) belong here, not in the factory: validation builds
+  // stages too. Both may throw std::runtime_error (on_start: the server does not start).
+  virtual void on_start() {}
+  virtual void on_stop() {}
   // report returns what the stage observed so far as JSON (null when it keeps nothing): written to the
   // scenario's report file on exit. Must be thread-safe (called while exchanges run).
   virtual nlohmann::json report() const { return nullptr; }
@@ -161,6 +200,9 @@ struct StageInfo {
   std::string type;
   std::string summary;
   StageFactory factory;
+  // answers_locally: the stage can answer every request itself (replay), so a route using it may have
+  // no upstreams.
+  bool answers_locally = false;
 };
 
 // StageRegistry maps stage type names to factories. Built explicitly (register_builtin_stages), no globals.

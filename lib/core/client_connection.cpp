@@ -1,8 +1,10 @@
 #include "core/client_connection.hpp"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <asio/co_spawn.hpp>
 #include <asio/connect.hpp>
@@ -22,6 +24,7 @@
 
 #include "core/byte_buffer.hpp"
 #include "core/proxy_headers.hpp"
+#include "core/sha256.hpp"
 #include "core/shadow_client.hpp"
 #include "rproxy/http_parser.hpp"
 
@@ -37,6 +40,7 @@ constexpr std::size_t kReadChunk = 64 * 1024;
 // Failure causes, reported in X-Rproxy-Error and the log; stable strings tests and users can grep.
 namespace cause {
 constexpr const char* kNoRoute = "no_route";
+constexpr const char* kNoUpstream = "no_upstream";
 constexpr const char* kConnectRefused = "upstream_connect_refused";
 constexpr const char* kConnectTimeout = "upstream_connect_timeout";
 constexpr const char* kConnectFailed = "upstream_connect_failed";
@@ -334,21 +338,80 @@ struct ClientConnection::Impl {
     head.headers.remove("Content-Length");
     head.headers.remove("Transfer-Encoding");
     bool bodyless = ex.request.method == "HEAD" || r.status == 204 || r.status == 304 || r.status < 200;
-    if (r.status != 204 && r.status != 304) head.headers.set("Content-Length", std::to_string(r.body.size()));
+    const bool from_file = !r.body_file.empty();
+    const std::uint64_t size = from_file ? r.body_file_size : r.body.size();
+    const bool chunked = r.chunked && ex.request.version_minor == 1 && r.status != 204 && r.status != 304;
+    if (chunked)
+      head.headers.set("Transfer-Encoding", "chunked");
+    else if (r.status != 204 && r.status != 304)
+      head.headers.set("Content-Length", std::to_string(size));
     if (!keep_alive) {
       head.headers.set("Connection", "close");
     } else if (ex.request.version_minor == 0) {
       head.headers.set("Connection", "keep-alive");  // HTTP/1.0 closes unless told otherwise
     }
     auto wire = serialize(head);
-    bytes_out = bodyless ? 0 : r.body.size();
-    bool ok = false;
-    if (bodyless) {
-      ok = co_await write_client(asio::buffer(wire));
-    } else {
-      ok = co_await write_client(asio::buffer(wire), asio::buffer(r.body));
+    bytes_out = 0;
+    if (bodyless || (!from_file && !chunked)) {
+      bool ok = false;
+      if (bodyless) {
+        ok = co_await write_client(asio::buffer(wire));
+      } else {
+        ok = co_await write_client(asio::buffer(wire), asio::buffer(r.body));
+      }
+      if (ok && !bodyless) bytes_out = size;
+      co_return ok;
     }
-    co_return ok;
+    if (!co_await write_client(asio::buffer(wire))) co_return false;
+    auto sent = co_await send_local_body(r, size, chunked);
+    bytes_out = sent;
+    co_return sent == size;
+  }
+
+  // Streams a local body (from memory or a file) in pieces, as chunks of the recorded sizes when chunked.
+  awaitable<std::uint64_t> send_local_body(const LocalResponse& r, std::uint64_t size, bool chunked) {
+    const OutFraming out = chunked ? OutFraming::Chunked : OutFraming::Length;
+    int fd = -1;
+    if (!r.body_file.empty()) {
+      fd = ::open(r.body_file.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) {
+        log_line("rproxy: cannot open " + r.body_file + " for a local response");
+        co_return 0;
+      }
+    }
+    struct Closer {
+      int fd;
+      ~Closer() {
+        if (fd >= 0) ::close(fd);
+      }
+    } closer{fd};
+    std::uint64_t sent = 0;
+    std::size_t next_chunk = 0;
+    std::vector<std::uint64_t> chunks = r.chunk_sizes;
+    std::string piece;
+    while (sent < size) {
+      std::uint64_t want = std::min<std::uint64_t>(size - sent, kReadChunk);
+      if (chunked && next_chunk < chunks.size() && chunks[next_chunk] > 0)
+        want = std::min<std::uint64_t>(want, chunks[next_chunk]);
+      if (fd >= 0) {
+        piece.resize(static_cast<std::size_t>(want));
+        auto n = ::pread(fd, piece.data(), piece.size(), static_cast<off_t>(sent));
+        if (n <= 0) co_return sent;  // the file shrank: the response ends short and the connection closes
+        piece.resize(static_cast<std::size_t>(n));
+      } else {
+        piece.assign(r.body, static_cast<std::size_t>(sent), static_cast<std::size_t>(want));
+      }
+      if (chunked && next_chunk < chunks.size()) {
+        if (chunks[next_chunk] <= piece.size())
+          ++next_chunk;
+        else
+          chunks[next_chunk] -= piece.size();
+      }
+      if (!co_await write_piece(client, client_deadline, out, piece)) co_return sent;
+      sent += piece.size();
+    }
+    if (chunked && !co_await write_end(client, client_deadline, out)) co_return sent;
+    co_return sent;
   }
 
   // Error path before a request could even be parsed: answer and close.
@@ -528,6 +591,7 @@ struct ClientConnection::Impl {
     Exchange ex;
     body_tee = nullptr;
     resp_capture = nullptr;
+    cur_tee = nullptr;
     shadow_body_over = false;
     if (shadow_body.capacity() > 0) std::string().swap(shadow_body);  // never carried to the next request
     ex.id = shared.next_exchange_id.fetch_add(1, std::memory_order_relaxed);
@@ -614,6 +678,36 @@ struct ClientConnection::Impl {
     const auto& stages = rt->pipeline(ri);
     pipeline = &stages;
 
+    // Stages that decide on the request body (replay matching) get it read first.
+    bool body_buffered = false;
+    if (framing.kind != BodyFraming::Kind::None) {
+      bool wants = false;
+      for (auto* st : stages) wants = wants || st->needs_request_body();
+      if (wants) {
+        auto got = co_await buffer_request_body(framing, expect_continue, ex, bytes_in);
+        if (got == BodySend::TooLarge) {
+          status = 413;
+          error_code = cause::kBodyTooLarge;
+          auto err = error_response(413, cause::kBodyTooLarge, "request body exceeds the configured limit");
+          co_await send_local(ex, err, false, bytes_out);
+          co_return finish(false);
+        }
+        if (got != BodySend::Ok) {
+          auto [st, msg] = body_error;
+          if (st == 0) co_return finish(false);
+          status = st;
+          error_code = st == 408 ? cause::kTimeout : cause::kBadRequest;
+          log_line("rproxy: " + std::to_string(st) + " from " + client_ip + ": " + msg);
+          auto err = error_response(st, error_code, msg);
+          co_await send_local(ex, err, false, bytes_out);
+          co_await lingering_close();
+          co_return finish(false);
+        }
+        body_buffered = true;
+        expect_continue = false;
+      }
+    }
+
     // Request stages, in order.
     std::optional<LocalResponse> local;
     BodyControl body;
@@ -641,9 +735,22 @@ struct ClientConnection::Impl {
     if (!local && ri < 0) {
       local = error_response(404, cause::kNoRoute, "no route matched " + ex.request.method + " " + log_target);
     }
+    if (!local && rt->routes[static_cast<std::size_t>(ri)].spec->upstreams.empty()) {
+      // A route served by a stage alone (replay) that let a request through: nowhere to send it.
+      local = error_response(502, cause::kNoUpstream,
+                             "route " + ex.route + " has no upstream and no stage answered " + ex.request.method +
+                                 " " + log_target);
+    }
+    if (!local && body_buffered && !ex.request_body_complete) {
+      local = error_response(413, cause::kBodyTooLarge,
+                             "a request body read for a stage is over " + std::to_string(kBufferedBodyCap >> 20) +
+                                 " MiB and cannot be forwarded from the buffer");
+    }
+    cur_tee = ex.tee.get();
     if (local) {
-      // The request body was not read: close unless there was none.
-      if (framing.kind != BodyFraming::Kind::None) keep_alive = false;
+      // An unread request body would be taken for the next request: close unless there was none or a
+      // stage had it read already.
+      if (framing.kind != BodyFraming::Kind::None && !body_buffered) keep_alive = false;
       bool keep = co_await respond_locally(ex, stages, ran, *local, body, keep_alive, status, bytes_out, error_code);
       co_return finish(keep);
     }
@@ -718,7 +825,10 @@ struct ClientConnection::Impl {
     fctx.upgrade = upgrade;
     prepare_upstream_request(up, fctx);
     OutFraming req_out = OutFraming::None;
-    if (framing.kind == BodyFraming::Kind::Length) {
+    if (body_buffered) {
+      up.headers.remove("Transfer-Encoding");
+      up.headers.set("Content-Length", std::to_string(ex.request_body.size()));
+    } else if (framing.kind == BodyFraming::Kind::Length) {
       up.headers.set("Content-Length", std::to_string(framing.length));
       req_out = OutFraming::Length;
     } else if (framing.kind == BodyFraming::Kind::Chunked) {
@@ -740,7 +850,12 @@ struct ClientConnection::Impl {
       bool reused = upstream->reused;
       bool ok = co_await write_upstream(*upstream, asio::buffer(up_wire), route.read_timeout);
       bool body_started = false;
-      if (ok && framing.kind != BodyFraming::Kind::None) {
+      if (ok && body_buffered) {
+        body_started = true;
+        if (shadow) shadow_body = ex.request_body;
+        if (cur_tee) cur_tee->request_body(ex.request_body);
+        ok = co_await write_upstream(*upstream, asio::buffer(ex.request_body), route.read_timeout);
+      } else if (ok && framing.kind != BodyFraming::Kind::None) {
         body_started = true;
         if (shadow) {
           shadow_body.clear();
@@ -867,6 +982,7 @@ struct ClientConnection::Impl {
                              !resp.headers.has_token("Connection", "close") &&
                              resp_framing.kind != BodyFraming::Kind::UntilClose;
 
+    if (cur_tee) cur_tee->response_head(resp);
     CapturedResponse primary_capture;
     BodyCapture capture;
     if (shadow) {
@@ -944,6 +1060,7 @@ struct ClientConnection::Impl {
     if (whole) {
       auto n = static_cast<std::size_t>(resp_framing.length);
       if (resp_capture) resp_capture->add(upstream->buf.view().substr(0, n));
+      if (cur_tee) cur_tee->response_body(upstream->buf.view().substr(0, n));
       written = co_await write_client(asio::buffer(wire), asio::buffer(upstream->buf.view().data(), n));
       upstream->buf.consume(n);
       bytes_out = n;
@@ -1075,6 +1192,7 @@ struct ClientConnection::Impl {
   std::uint64_t shadow_body_cap = 0;
   bool shadow_body_over = false;
   BodyCapture* resp_capture = nullptr;
+  ExchangeTee* cur_tee = nullptr;  // Exchange::tee of the exchange in progress
   // Why the client side of a request body failed (status 0: the client went away, nothing to answer).
   std::pair<int, std::string> body_error{0, {}};
 
@@ -1107,6 +1225,7 @@ struct ClientConnection::Impl {
       if (st != ReadStatus::Data) co_return BodySend::ClientFailed;
       bytes_in += piece.size();
       if (limits().max_body && bytes_in > limits().max_body) co_return BodySend::TooLarge;
+      if (cur_tee) cur_tee->request_body(piece);
       if (body_tee && !shadow_body_over) {
         if (body_tee->size() + piece.size() > shadow_body_cap) {
           shadow_body_over = true;
@@ -1119,6 +1238,55 @@ struct ClientConnection::Impl {
       if (!co_await write_piece(upstream->sock, upstream_deadline, out, piece)) co_return BodySend::UpstreamFailed;
     }
     if (!co_await write_end(upstream->sock, upstream_deadline, out)) co_return BodySend::UpstreamFailed;
+    co_return BodySend::Ok;
+  }
+
+  // Reads a whole request body into the exchange (up to kBufferedBodyCap; beyond that only its size and
+  // digest are kept), sending 100 Continue first when asked.
+  awaitable<BodySend> buffer_request_body(BodyFraming framing, bool expect_continue, Exchange& ex,
+                                          std::uint64_t& bytes_in) {
+    BodyReader reader(framing);
+    std::string piece;
+    bool sent_continue = false;
+    Sha256 sha;
+    auto read_more = [&]() -> awaitable<ReadStatus> {
+      if (expect_continue && !sent_continue) {
+        sent_continue = true;
+        static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
+        if (!co_await write_client(asio::buffer(k100.data(), k100.size()))) co_return ReadStatus::Error;
+      }
+      auto n = co_await read_client(limits().body_timeout);
+      if (n > 0) co_return ReadStatus::Data;
+      co_return client_deadline.expired() ? ReadStatus::Timeout : ReadStatus::Eof;
+    };
+    ex.request_body_buffered = true;
+    while (true) {
+      auto st = co_await read_body(reader, in, piece, read_more);
+      if (st == ReadStatus::Done) break;
+      if (st == ReadStatus::BadFraming) {
+        body_error = {400, "bad chunked request body: " + reader.error};
+        co_return BodySend::ClientFailed;
+      }
+      if (st == ReadStatus::Timeout) {
+        body_error = {408, "request body not received in time"};
+        co_return BodySend::ClientFailed;
+      }
+      if (st != ReadStatus::Data) {
+        body_error = {0, {}};
+        co_return BodySend::ClientFailed;
+      }
+      bytes_in += piece.size();
+      if (limits().max_body && bytes_in > limits().max_body) co_return BodySend::TooLarge;
+      sha.update(piece);
+      if (ex.request_body_complete && ex.request_body.size() + piece.size() <= kBufferedBodyCap) {
+        ex.request_body.append(piece);
+      } else {
+        ex.request_body_complete = false;
+        std::string().swap(ex.request_body);
+      }
+    }
+    ex.request_body_size = bytes_in;
+    ex.request_body_sha256 = sha.hex_digest();
     co_return BodySend::Ok;
   }
 
@@ -1189,6 +1357,7 @@ struct ClientConnection::Impl {
       if (st == ReadStatus::Done) break;
       if (st != ReadStatus::Data) co_return StreamResult::UpstreamFailed;
       if (resp_capture) resp_capture->add(piece);
+      if (cur_tee) cur_tee->response_body(piece);
       if (control.truncate_after && bytes_out + piece.size() >= *control.truncate_after) {
         piece.resize(static_cast<std::size_t>(*control.truncate_after - bytes_out));
         co_await write_piece(client, client_deadline, out == OutFraming::Chunked ? OutFraming::Chunked : out, piece);

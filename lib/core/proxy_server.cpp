@@ -102,6 +102,18 @@ ProxyServer::~ProxyServer() {
   wait();
 }
 
+namespace {
+// Every stage with something to report, named as in logs: "name" for scenario-wide stages, "route/name"
+// for a route's own.
+template <typename Fn>
+void each_stage(const Runtime& rt, Fn&& fn) {
+  for (std::size_t i = 0; i < rt.stages.size(); ++i) fn(rt.scenario.stages[i].name, *rt.stages[i]);
+  for (std::size_t r = 0; r < rt.routes.size(); ++r)
+    for (std::size_t i = 0; i < rt.routes[r].stages.size(); ++i)
+      fn(rt.scenario.routes[r].name + "/" + rt.scenario.routes[r].stages[i].name, *rt.routes[r].stages[i]);
+}
+}  // namespace
+
 void ProxyServer::start() {
   raise_fd_limit();
   const auto& s = impl_->shared.runtime->scenario;
@@ -123,6 +135,8 @@ void ProxyServer::start() {
     impl_->ports.push_back(acc->local_endpoint().port());
     impl_->acceptors.push_back(std::move(acc));
   }
+  // Before any connection is accepted: a stage that cannot start (an unwritable recording) stops the start.
+  each_stage(*impl_->shared.runtime, [](const std::string&, Stage& stage) { stage.on_start(); });
   for (auto& a : impl_->acceptors) asio::co_spawn(w0.ctx, impl_->accept_loop(*a), asio::detached);
   for (auto& w : impl_->workers) {
     w->wheel.start();
@@ -196,7 +210,24 @@ void ProxyServer::wait() {
   for (auto& w : impl_->workers)
     if (w->thread.joinable()) w->thread.join();
   std::lock_guard lock(impl_->mutex);
+  if (!impl_->stopped) {
+    each_stage(*impl_->shared.runtime, [](const std::string& name, Stage& stage) {
+      try {
+        stage.on_stop();
+      } catch (const std::exception& e) {
+        log_line("rproxy: stage " + name + " failed to stop cleanly: " + e.what());
+      }
+    });
+  }
   impl_->stopped = true;
+}
+
+int ProxyServer::exit_code() const {
+  int code = 0;
+  each_stage(*impl_->shared.runtime, [&](const std::string&, const Stage& stage) {
+    if (code == 0) code = stage.exit_code();
+  });
+  return code;
 }
 
 ServerStats ProxyServer::stats() const {
@@ -206,17 +237,6 @@ ServerStats ProxyServer::stats() const {
 
 const Scenario& ProxyServer::scenario() const { return impl_->shared.runtime->scenario; }
 
-namespace {
-// Every stage with something to report, named as in logs: "name" for scenario-wide stages, "route/name"
-// for a route's own.
-template <typename Fn>
-void each_stage(const Runtime& rt, Fn&& fn) {
-  for (std::size_t i = 0; i < rt.stages.size(); ++i) fn(rt.scenario.stages[i].name, *rt.stages[i]);
-  for (std::size_t r = 0; r < rt.routes.size(); ++r)
-    for (std::size_t i = 0; i < rt.routes[r].stages.size(); ++i)
-      fn(rt.scenario.routes[r].name + "/" + rt.scenario.routes[r].stages[i].name, *rt.routes[r].stages[i]);
-}
-}  // namespace
 
 nlohmann::json ProxyServer::report() const {
   auto st = stats();

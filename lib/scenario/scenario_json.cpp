@@ -642,7 +642,8 @@ class Validator {
 
   void check_upstreams(const Route& route, const std::string& path) {
     auto list = path + ".upstreams";
-    if (route.upstreams.empty()) report(list, "at least one upstream is required");
+    if (route.upstreams.empty() && !answers_locally(route))
+      report(list, "at least one upstream is required (unless a stage such as replay answers every request)");
     bool balance_ok = !broken(path + ".balance");
     for (std::size_t i = 0; i < route.upstreams.size(); ++i) {
       const auto& up = route.upstreams[i];
@@ -686,6 +687,16 @@ class Validator {
     positive(route.connect_timeout, path + ".connect_timeout");
     positive(route.read_timeout, path + ".read_timeout");
     check_stages(route.stages, path + ".stages", global_names, &route);
+  }
+
+  // A route whose pipeline holds a stage that answers every request itself needs no upstream.
+  bool answers_locally(const Route& route) const {
+    auto local = [&](const StageSpec& st) {
+      const auto* info = registry_.find(st.type);
+      return info != nullptr && info->answers_locally;
+    };
+    return std::any_of(route.stages.begin(), route.stages.end(), local) ||
+           (scenario_ && std::any_of(scenario_->stages.begin(), scenario_->stages.end(), local));
   }
 
   const StageRegistry& registry_;

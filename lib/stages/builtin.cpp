@@ -5,6 +5,8 @@
 
 #include "rproxy/stage.hpp"
 #include "stages/headers.hpp"
+#include "stages/record.hpp"
+#include "stages/replay.hpp"
 #include "stages/split.hpp"
 
 namespace rproxy {
@@ -29,6 +31,10 @@ void register_builtin_stages(StageRegistry& registry) {
       {"headers", "set, add and remove request and response header fields", stages::HeadersStage::create});
   registry.add({"split", "A/B split: assign each exchange a variant (sticky, overridable) and send it there",
                 stages::SplitStage::create});
+  registry.add({"record", "write every completed exchange to a cassette (redacted, crash-safe; once/new/all)",
+                stages::RecordStage::create});
+  registry.add({"replay", "answer requests from a cassette or HAR file, with a verdict; never contacts an upstream",
+                stages::ReplayStage::create, true});
 }
 
 const StageRegistry& builtin_stage_registry() {

@@ -78,6 +78,8 @@ std::optional<std::vector<Segment>> parse_path(std::string_view path, std::strin
   return segments;
 }
 
+using Step = std::variant<std::string_view, std::size_t>;  // object key or array index
+
 // Ignores is DiffOptions::ignore compiled once per comparison.
 struct Ignores {
   std::vector<std::string_view> names;
@@ -94,6 +96,39 @@ struct Ignores {
         paths.push_back(std::move(*p));
       }
     }
+  }
+
+  bool covers_name(std::string_view key) const {
+    return std::find(names.begin(), names.end(), key) != names.end();
+  }
+
+  // covers tells whether a $ path matches the location steps lead to (exactly, not a prefix of it).
+  bool covers(const std::vector<Step>& steps) const {
+    for (const auto& segments : paths) {
+      if (segments.size() != steps.size()) continue;
+      bool match = true;
+      for (std::size_t i = 0; i < segments.size() && match; ++i) {
+        const auto& seg = segments[i];
+        const auto* key = std::get_if<std::string_view>(&steps[i]);
+        const auto* index = std::get_if<std::size_t>(&steps[i]);
+        switch (seg.kind) {
+          case Segment::Kind::Key:
+            match = key && *key == seg.key;
+            break;
+          case Segment::Kind::AnyKey:
+            match = key != nullptr;
+            break;
+          case Segment::Kind::Index:
+            match = index && *index == seg.index;
+            break;
+          case Segment::Kind::AnyIndex:
+            match = index != nullptr;
+            break;
+        }
+      }
+      if (match) return true;
+    }
+    return false;
   }
 };
 
@@ -217,13 +252,6 @@ bool shallow_enough(std::string_view body) {
   return true;
 }
 
-std::optional<json> parse_json(const CapturedResponse& r) {
-  if (!shallow_enough(r.body)) return std::nullopt;
-  json j = json::parse(r.body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return std::nullopt;
-  return j;
-}
-
 // ---- structural comparison ----
 
 class Collector {
@@ -267,8 +295,6 @@ class JsonDiff {
   }
 
  private:
-  using Step = std::variant<std::string_view, std::size_t>;  // object key or array index
-
   void walk_objects(const json::object_t& p, const json::object_t& s) {
     // object_t is a std::map, so both sides iterate in sorted key order and merge like sorted lists.
     auto pi = p.begin();
@@ -302,37 +328,8 @@ class JsonDiff {
     }
   }
 
-  bool ignored_name(std::string_view key) const {
-    return std::find(ignores_.names.begin(), ignores_.names.end(), key) != ignores_.names.end();
-  }
-
-  bool ignored() const {
-    for (const auto& segments : ignores_.paths) {
-      if (segments.size() != steps_.size()) continue;
-      bool match = true;
-      for (std::size_t i = 0; i < segments.size() && match; ++i) {
-        const auto& seg = segments[i];
-        const auto* key = std::get_if<std::string_view>(&steps_[i]);
-        const auto* index = std::get_if<std::size_t>(&steps_[i]);
-        switch (seg.kind) {
-          case Segment::Kind::Key:
-            match = key && *key == seg.key;
-            break;
-          case Segment::Kind::AnyKey:
-            match = key != nullptr;
-            break;
-          case Segment::Kind::Index:
-            match = index && *index == seg.index;
-            break;
-          case Segment::Kind::AnyIndex:
-            match = index != nullptr;
-            break;
-        }
-      }
-      if (match) return true;
-    }
-    return false;
-  }
+  bool ignored_name(std::string_view key) const { return ignores_.covers_name(key); }
+  bool ignored() const { return ignores_.covers(steps_); }
 
   // path renders the current location so that it reads back as an ignore path for the same spot.
   std::string path() const {
@@ -360,6 +357,37 @@ class JsonDiff {
   std::vector<Step> steps_;
 };
 
+// ---- removing ignored fields ----
+
+// strip erases what ignores cover below doc (located by steps), mirroring JsonDiff's checks exactly so that
+// documents JsonDiff finds equal come out ==: ignored members go, ignored array elements become null
+// (a difference in array length still counts there).
+void strip(json& doc, const Ignores& ignores, std::vector<Step>& steps) {
+  if (doc.is_object()) {
+    auto& object = doc.get_ref<json::object_t&>();
+    for (auto it = object.begin(); it != object.end();) {
+      bool covered = ignores.covers_name(it->first);
+      if (!covered) {
+        steps.push_back(std::string_view(it->first));
+        covered = ignores.covers(steps);
+        if (!covered) strip(it->second, ignores, steps);
+        steps.pop_back();
+      }
+      it = covered ? object.erase(it) : std::next(it);
+    }
+  } else if (doc.is_array()) {
+    auto& array = doc.get_ref<json::array_t&>();
+    for (std::size_t i = 0; i < array.size(); ++i) {
+      steps.push_back(i);
+      if (ignores.covers(steps))
+        array[i] = nullptr;
+      else
+        strip(array[i], ignores, steps);
+      steps.pop_back();
+    }
+  }
+}
+
 // ---- byte comparison ----
 
 void compare_bytes(const CapturedResponse& p, const CapturedResponse& s, Collector& out) {
@@ -376,8 +404,8 @@ void compare_bytes(const CapturedResponse& p, const CapturedResponse& s, Collect
 void compare_bodies(const CapturedResponse& p, const CapturedResponse& s, const DiffOptions& opts,
                     Collector& out) {
   if (p.body_complete && s.body_complete && is_json_type(p.headers) && is_json_type(s.headers)) {
-    auto pj = parse_json(p);
-    auto sj = parse_json(s);
+    auto pj = parse_json_body(p.body);
+    auto sj = parse_json_body(s.body);
     if (pj && sj) {
       Ignores ignores(opts.ignore);
       JsonDiff(ignores, out).walk(*pj, *sj);
@@ -428,6 +456,26 @@ std::optional<std::string> check_ignore_entry(std::string_view entry) {
   std::string error;
   if (!parse_path(entry, error)) return error;
   return std::nullopt;
+}
+
+bool is_json_content_type(const Headers& headers) {
+  return is_json_type(headers);
+}
+
+std::optional<nlohmann::json> parse_json_body(std::string_view body) {
+  if (!shallow_enough(body)) return std::nullopt;
+  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return std::nullopt;
+  return j;
+}
+
+void remove_ignored_json(nlohmann::json& doc, const std::vector<std::string>& ignore) {
+  Ignores ignores(ignore);
+  std::vector<Step> steps;
+  if (ignores.covers(steps))
+    doc = nullptr;
+  else
+    strip(doc, ignores, steps);
 }
 
 }  // namespace rproxy::stages

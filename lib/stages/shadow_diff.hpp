@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -51,5 +52,18 @@ std::vector<Difference> compare_responses(const CapturedResponse& primary, const
 
 // check_ignore_entry validates an ignore entry for config parsing: an error message, or nullopt when valid.
 std::optional<std::string> check_ignore_entry(std::string_view entry);
+
+// ---- Shared with replay matching (stages/replay_match), which holds request bodies to the same rules ----
+
+// is_json_content_type is the test compare_responses applies to each side before comparing structurally:
+// Content-Type application/json or */*+json, parameters and case aside.
+bool is_json_content_type(const Headers& headers);
+// parse_json_body parses a body as compare_responses does: nullopt when it is not JSON or nests deeper than
+// the recursive walks allow, so whatever it returns is safe to recurse over.
+std::optional<nlohmann::json> parse_json_body(std::string_view body);
+// remove_ignored_json deletes what ignore entries (DiffOptions::ignore syntax) cover: object members are
+// erased, an ignored array element or root becomes null (indexes and lengths still count). Two documents
+// compare_responses finds equal under the same entries are == afterwards. doc must come from parse_json_body.
+void remove_ignored_json(nlohmann::json& doc, const std::vector<std::string>& ignore);
 
 }  // namespace rproxy::stages

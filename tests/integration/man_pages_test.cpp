@@ -58,9 +58,14 @@ TEST_CASE("man pages: every split flag is documented in rproxy-split.1") {
   check_flags_documented("split", "rproxy-split.1", 25);
 }
 
+TEST_CASE("man pages: every record and replay flag is documented") {
+  check_flags_documented("record", "rproxy-record.1", 30);
+  check_flags_documented("replay", "rproxy-replay.1", 30);
+}
+
 TEST_CASE("man pages: every subcommand is listed in rproxy.1") {
   auto page = man_page("rproxy.1");
-  for (std::string cmd : {"serve", "split", "run", "validate", "echo"}) {
+  for (std::string cmd : {"serve", "split", "record", "replay", "run", "validate", "echo"}) {
     CAPTURE(cmd);
     bool listed = page.find("\n.B " + cmd + "\n") != std::string::npos ||
                   page.find("\n.BI " + cmd + " ") != std::string::npos;

@@ -604,7 +604,7 @@ TEST_CASE("scenario: parse and validation problems are reported together") {
             R"(limits.head_timeout: must be greater than 0, got "0s")",
             "routes[0].strip_prefix: requires match.path_prefix (there is no prefix to strip)",
             R"(routes[1].name: must be 1-64 letters, digits, "_", "-" or ".", got "x y")",
-            "routes[1].upstreams: at least one upstream is required",
+            "routes[1].upstreams: at least one upstream is required (unless a stage such as replay answers every request)",
         });
 }
 
@@ -840,9 +840,9 @@ TEST_CASE("scenario: strip_prefix and rewrite rules") {
 
 TEST_CASE("scenario: upstream rules") {
   CHECK(problems_of(doc_with_route({{"upstreams", json::array()}})) ==
-        Problems{"routes[0].upstreams: at least one upstream is required"});
+        Problems{"routes[0].upstreams: at least one upstream is required (unless a stage such as replay answers every request)"});
   CHECK(problems_of(doc_with_route(json::object())) ==
-        Problems{"routes[0].upstreams: at least one upstream is required"});
+        Problems{"routes[0].upstreams: at least one upstream is required (unless a stage such as replay answers every request)"});
   CHECK(problems_of(doc_with_route(
             {{"upstreams", {{{"url", "http://a"}, {"weight", 0}}, {{"url", "http://b"}, {"weight", 1001}}}},
              {"balance", "weighted"}})) ==
@@ -875,13 +875,13 @@ TEST_CASE("scenario: upstream rules") {
 TEST_CASE("scenario: stage types must be registered") {
   json doc = minimal_doc();
   doc["stages"] = {{{"type", "latency"}}};
-  CHECK(problems_of(doc) == Problems{R"(stages[0].type: unknown stage type "latency" (known: headers, split))"});
+  CHECK(problems_of(doc) == Problems{R"(stages[0].type: unknown stage type "latency" (known: headers, split, record, replay))"});
   doc["stages"] = {{{"name", "x"}}};
   CHECK(problems_of(doc) == Problems{R"(stages[0].type: required (the stage type, e.g. "headers"))"});
   doc["stages"] = json::array();
   doc["routes"][0]["stages"] = {{{"type", "nope"}}};
   CHECK(problems_of(doc) ==
-        Problems{R"(routes[0].stages[0].type: unknown stage type "nope" (known: headers, split))"});
+        Problems{R"(routes[0].stages[0].type: unknown stage type "nope" (known: headers, split, record, replay))"});
 }
 
 TEST_CASE("scenario: stage names default to the type and stay unique per pipeline") {
