@@ -14,6 +14,7 @@ int run_cli(int argc, char** argv) {
   setup_split(app, state);
   setup_record(app, state);
   setup_replay(app, state);
+  setup_har(app, state);
   setup_run(app, state);
   setup_validate(app, state);
   setup_echo(app, state);

@@ -20,6 +20,7 @@ void setup_serve(CLI::App& app, CliState& state);
 void setup_split(CLI::App& app, CliState& state);
 void setup_record(CLI::App& app, CliState& state);
 void setup_replay(CLI::App& app, CliState& state);
+void setup_har(CLI::App& app, CliState& state);
 void setup_run(CLI::App& app, CliState& state);
 void setup_validate(CLI::App& app, CliState& state);
 void setup_echo(CLI::App& app, CliState& state);

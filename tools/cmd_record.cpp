@@ -19,6 +19,8 @@ struct CassetteFlags {
   std::optional<int> miss_status;
   std::optional<std::string> after_last;
   std::optional<std::string> session_header;
+  std::optional<std::string> pace;
+  std::optional<double> pace_scale;
 
   void add_to(CLI::App& sub) {
     sub.add_option(
@@ -58,9 +60,20 @@ struct CassetteFlags {
            "--session-header", session_header,
            "Keep separate answer sequences per value of this header (parallel test workers) [session_header]")
         ->type_name("NAME");
+    sub.add_option("--pace", pace,
+                   "instant|recorded: answer at once, or with the recorded duration and chunk timing (a "
+                   "recording made with --timing) [pace]")
+        ->check(CLI::IsMember({"instant", "recorded"}))
+        ->type_name("PACE");
+    sub.add_option("--pace-scale", pace_scale,
+                   "Multiply recorded times, e.g. 0.5 for twice as fast [pace_scale]")
+        ->check(CLI::Range(0.0, 100.0))
+        ->type_name("X");
   }
 
   void fill(nlohmann::json& params) const {
+    if (pace) params["pace"] = *pace;
+    if (pace_scale) params["pace_scale"] = *pace_scale;
     nlohmann::json redact = nlohmann::json::object();
     if (!redact_headers.empty()) redact["headers"] = redact_headers;
     if (!redact_query.empty()) redact["query"] = redact_query;

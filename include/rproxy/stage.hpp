@@ -39,6 +39,8 @@ struct LocalResponse {
   // Send with Transfer-Encoding: chunked (HTTP/1.1 clients), split at these sizes (one chunk when empty).
   bool chunked = false;
   std::vector<std::uint64_t> chunk_sizes;
+  // Pacing (recorded timing): chunk k is sent no earlier than chunk_at_ms[k] after the head.
+  std::vector<std::uint64_t> chunk_at_ms;
 };
 
 // ExchangeTee receives copies of body bytes as they stream through the engine (recording). Called on the

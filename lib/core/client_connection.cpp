@@ -389,7 +389,16 @@ struct ClientConnection::Impl {
     std::size_t next_chunk = 0;
     std::vector<std::uint64_t> chunks = r.chunk_sizes;
     std::string piece;
+    const auto t_head = SteadyClock::now();
+    std::size_t paced = 0;  // chunks whose due time has been waited for
     while (sent < size) {
+      // Recorded timing: chunk k is not sent before chunk_at_ms[k] after the head.
+      if (next_chunk < r.chunk_at_ms.size() && paced <= next_chunk) {
+        paced = next_chunk + 1;
+        auto due = t_head + std::chrono::milliseconds(r.chunk_at_ms[next_chunk]);
+        auto now = SteadyClock::now();
+        if (due > now) co_await sleep(std::chrono::duration_cast<Millis>(due - now));
+      }
       std::uint64_t want = std::min<std::uint64_t>(size - sent, kReadChunk);
       if (chunked && next_chunk < chunks.size() && chunks[next_chunk] > 0)
         want = std::min<std::uint64_t>(want, chunks[next_chunk]);

@@ -106,7 +106,8 @@ std::unique_ptr<Stage> RecordStage::create(const json& params, const std::string
     return nullptr;
   }
   r.known_keys(params, path,
-               {"out", "mode", "timing", "redact", "match", "miss_status", "after_last", "session_header"});
+               {"out", "mode", "timing", "redact", "match", "miss_status", "after_last", "session_header",
+                "pace", "pace_scale"});
   std::string out;
   if (auto it = params.find("out"); it == params.end())
     r.fail(json_path_key(path, "out"), "required: where the recording goes (a .json file or a directory)");
@@ -152,7 +153,9 @@ Decision RecordStage::on_request(Exchange& ex) {
     auto answer = replayer_->answer(ex);
     if (answer.hit) {
       ex.tags["replay"] = "hit";
-      return Decision::respond(std::move(*answer.hit));
+      auto d = Decision::respond(std::move(*answer.hit));
+      d.delay = answer.delay;
+      return d;
     }
     ex.tags["replay"] = "miss";
     if (mode_ == RecordMode::Once) {

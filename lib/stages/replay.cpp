@@ -43,7 +43,7 @@ std::unique_ptr<Stage> ReplayStage::create(const json& params, const std::string
   }
   r.known_keys(params, path,
                {"cassette", "strict", "junit", "passthrough", "match", "redact", "miss_status", "after_last",
-                "session_header"});
+                "session_header", "pace", "pace_scale"});
   std::string cassette;
   auto it = params.find("cassette");
   if (it == params.end())
@@ -77,7 +77,9 @@ Decision ReplayStage::on_request(Exchange& ex) {
   auto answer = replayer_->answer(ex);
   if (answer.hit) {
     ex.tags["replay"] = "hit";
-    return Decision::respond(std::move(*answer.hit));
+    auto d = Decision::respond(std::move(*answer.hit));
+    d.delay = answer.delay;
+    return d;
   }
   ex.tags["replay"] = "miss";
   if (passthrough_) return Decision::proceed();

@@ -73,7 +73,12 @@ LocalResponse Replayer::response_for(const store::Interaction& it) const {
     r.headers.set("Via", std::string(*via) + ", 1.1 " + kViaPseudonym);
   else
     r.headers.add("Via", std::string("1.1 ") + kViaPseudonym);
-  for (const auto& c : it.chunks) r.chunk_sizes.push_back(c.size);
+  for (const auto& c : it.chunks) {
+    r.chunk_sizes.push_back(c.size);
+    if (settings_.recorded_pace)
+      r.chunk_at_ms.push_back(
+          static_cast<std::uint64_t>(static_cast<double>(c.at_ms) * settings_.pace_scale));
+  }
   if (it.response_body.file.empty()) {
     r.body = it.response_body.data;
   } else {
@@ -120,7 +125,12 @@ Replayer::Answer Replayer::answer(const Exchange& ex) {
     }
   }
   if (chosen) {
-    out.hit = response_for(cassette_.interactions[*chosen]);
+    const auto& rec = cassette_.interactions[*chosen];
+    out.hit = response_for(rec);
+    // A streamed response's time is in its chunks; a plain one waits its whole recorded duration.
+    if (settings_.recorded_pace && rec.duration_ms && rec.chunks.empty())
+      out.delay =
+          std::chrono::milliseconds(static_cast<std::int64_t>(*rec.duration_ms * settings_.pace_scale));
     return out;
   }
 
@@ -241,6 +251,20 @@ ReplaySettings parse_replay_settings(const json& params, const std::string& path
         r.fail(json_path_key(path, "after_last"),
                "must be \"error\" or \"repeat_last\", got " + json(*v).dump());
     }
+  }
+  if (auto it = params.find("pace"); it != params.end()) {
+    if (auto v = r.string(*it, json_path_key(path, "pace"))) {
+      if (*v == "recorded")
+        s.recorded_pace = true;
+      else if (*v != "instant")
+        r.fail(json_path_key(path, "pace"), "must be \"instant\" or \"recorded\", got " + json(*v).dump());
+    }
+  }
+  if (auto it = params.find("pace_scale"); it != params.end()) {
+    if (!it->is_number() || it->get<double>() < 0 || it->get<double>() > 100)
+      r.fail(json_path_key(path, "pace_scale"), "expected a number from 0 to 100, got " + json_describe(*it));
+    else
+      s.pace_scale = it->get<double>();
   }
   if (auto it = params.find("session_header"); it != params.end()) {
     if (auto v = r.string(*it, json_path_key(path, "session_header"))) {

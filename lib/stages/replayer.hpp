@@ -5,6 +5,7 @@
 // once/new modes. Thread-safe: one mutex around the consumption state.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -25,6 +26,8 @@ struct ReplaySettings {
   int miss_status = 502;
   bool repeat_last = false;    // after the last recorded answer: repeat it (true) or miss (false)
   std::string session_header;  // "" = one sequence for everyone; else sequences per value of this header
+  bool recorded_pace = false;  // answer with the recorded duration and chunk timing ("pace": "recorded")
+  double pace_scale = 1.0;     // multiplies recorded times (0.5 = twice as fast)
 };
 
 inline constexpr const char* kReplayHeader = "X-Rproxy-Replay";
@@ -34,8 +37,9 @@ class Replayer {
   Replayer(store::Cassette cassette, store::CassettePath path, ReplaySettings settings);
 
   struct Answer {
-    std::optional<LocalResponse> hit;  // set on a hit
-    LocalResponse miss;                // the error answer otherwise (status, JSON body naming the nearest)
+    std::optional<LocalResponse> hit;    // set on a hit
+    std::chrono::milliseconds delay{0};  // recorded pace: wait this long before the head
+    LocalResponse miss;                  // the error answer otherwise (status, JSON body naming the nearest)
   };
   // answer redacts a copy of the live request with the recorded rules, matches it and consumes the
   // answer. The exchange's request body must have been buffered (Stage::needs_request_body).

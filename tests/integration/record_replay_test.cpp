@@ -424,6 +424,66 @@ TEST_SUITE("record") {
   }
 }
 
+TEST_SUITE("record") {
+  TEST_CASE("record/replay: HAR export and import round trip; a .har file replays directly") {
+    TempDir dir;
+    auto cassette = dir.file("rec.json");
+    auto requests = mixed_requests();
+    std::vector<Seen> live;
+    {
+      MixedUpstream up;
+      ProxyFixture proxy(record_scenario(up.url(), {{"out", cassette}}));
+      live = drive(proxy.port(), requests);
+    }
+    auto har = dir.file("rec.har");
+    auto exported = run_command({RPROXY_BINARY, "har", "export", cassette, har});
+    REQUIRE(exported.exit_code == 0);
+    auto doc = json::parse(read_file(har));
+    CHECK(doc["log"]["version"] == "1.2");
+    CHECK(doc["log"]["entries"].size() == 100);
+    auto imported = run_command({RPROXY_BINARY, "har", "import", har, dir.file("back.json")});
+    REQUIRE(imported.exit_code == 0);
+    auto a = json::parse(read_file(cassette));
+    auto b = json::parse(read_file(dir.file("back.json")));
+    CHECK(a["interactions"] == b["interactions"]);  // nothing lost on the way through HAR
+    ProxyFixture replay(replay_scenario({{"cassette", har}}));
+    auto again = drive(replay.port(), requests);
+    for (std::size_t i = 0; i < live.size(); ++i) {
+      CAPTURE(i);
+      CHECK(again[i].status == live[i].status);
+      if (i % 7 != 6) CHECK(again[i].body_sha256 == live[i].body_sha256);
+    }
+    CHECK(replay.server().report()["stages"]["replay"]["hits"] == 100);
+  }
+
+  TEST_CASE("replay: recorded pace replays streamed chunks with their timing; instant does not wait") {
+    TempDir dir;
+    auto cassette = dir.file("rec.json");
+    auto echo = start_echo("sse");
+    {
+      ProxyFixture proxy(record_scenario(echo_url(*echo), {{"out", cassette}, {"timing", true}}));
+      REQUIRE(fetch(proxy.port(), get_request("/events?sse=3&interval=200ms")).status == 200);
+    }
+    echo->stop();
+    auto doc = json::parse(read_file(cassette));
+    REQUIRE(doc["interactions"][0]["response"].contains("chunks"));
+    auto timed = [&](const std::string& pace) {
+      ProxyFixture replay(replay_scenario({{"cassette", cassette}, {"pace", pace}}));
+      auto t0 = Clock::now();
+      auto r = fetch(replay.port(), get_request("/events?sse=3&interval=200ms"));
+      CHECK(r.status == 200);
+      CHECK(r.body.find("data:") != std::string::npos);
+      return ms_since(t0);
+    };
+    auto recorded = timed("recorded");
+    auto instant = timed("instant");
+    MESSAGE("SSE of 3 events 200 ms apart replayed in " << recorded << " ms (recorded pace), " << instant
+                                                        << " ms (instant)");
+    CHECK(recorded >= 350);
+    CHECK(instant < 150);
+  }
+}
+
 TEST_SUITE("slow") {
   TEST_CASE("record/replay: a 200 MiB body is recorded and replayed in bounded memory") {
     TempDir dir;
