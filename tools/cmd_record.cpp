@@ -2,6 +2,7 @@
 
 #include "cli.hpp"
 #include "common_flags.hpp"
+#include "replay_against.hpp"
 #include "run_scenario.hpp"
 
 namespace rproxy::cli {
@@ -156,6 +157,11 @@ void setup_replay(CLI::App& app, CliState& state) {
   common->add_to(*sub);
   sub->add_flag("--strict", *strict, "Exit 3 when any request missed or any recording went unused [strict]");
   sub->add_option("--junit", *junit, "Write the verdict as JUnit XML on exit [junit]")->type_name("FILE");
+  auto against = std::make_shared<std::string>();
+  sub->add_option("--against", *against,
+                  "Do not listen: send the recorded requests to this backend and report where its responses "
+                  "differ (exit 3 if any)")
+      ->type_name("URL");
   cassette->add_to(*sub);
   sub->footer(
       "Without --to nothing ever reaches an upstream; with --to, misses are passed through to it.\n"
@@ -163,8 +169,17 @@ void setup_replay(CLI::App& app, CliState& state) {
       "  rproxy replay --listen 127.0.0.1:9000 recording.json\n"
       "  rproxy replay --listen 127.0.0.1:9000 recording.json --strict --junit replay.xml --report "
       "verdict.json\n");
-  sub->callback([common, cassette, file, strict, junit, &state] {
+  sub->callback([common, cassette, file, strict, junit, against, &state] {
     try {
+      if (!against->empty()) {
+        AgainstOptions o;
+        o.recording = *file;
+        o.url = *against;
+        o.ignore_json = cassette->ignore_json;
+        o.report = common->report.value_or("");
+        state.exit_code = replay_against(o);
+        return;
+      }
       auto s = common->build();
       nlohmann::json params = {{"cassette", *file}};
       if (*strict) params["strict"] = true;

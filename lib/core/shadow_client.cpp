@@ -107,6 +107,51 @@ asio::awaitable<std::string> read_response(Watchdog& w, const std::string& metho
 
 }  // namespace
 
+asio::awaitable<void> exchange_once(const Url& url, const std::string& head, const std::string& body,
+                                    const std::string& method, std::uint64_t capture_cap,
+                                    std::chrono::milliseconds timeout, CapturedResponse& out) {
+  auto executor = co_await asio::this_coro::executor;
+  auto w = std::make_shared<Watchdog>(executor);
+  w->timer.expires_after(timeout);
+  w->timer.async_wait([w](std::error_code ec) {
+    if (ec) return;
+    w->expired = true;
+    std::error_code ignore;
+    w->sock.close(ignore);
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  std::string error;
+  {
+    tcp::resolver resolver(executor);
+    const std::string port = std::to_string(url.port);
+    auto [rec, endpoints] = co_await resolver.async_resolve(url.host, port, use_nothrow);
+    if (rec) {
+      error = "cannot resolve " + url.host;
+    } else {
+      auto [cec, ep] = co_await asio::async_connect(w->sock, endpoints, use_nothrow);
+      if (cec)
+        error = w->expired                               ? "timeout"
+                : cec == asio::error::connection_refused ? "connect refused"
+                                                         : "connect failed";
+    }
+  }
+  if (error.empty()) {
+    std::array<asio::const_buffer, 2> bufs{asio::buffer(head), asio::buffer(body)};
+    auto [wec, n] = co_await asio::async_write(w->sock, bufs, use_nothrow);
+    (void)n;
+    if (wec) error = w->expired ? "timeout" : "request not sent";
+  }
+  if (error.empty()) {
+    auto read_error = co_await read_response(*w, method, capture_cap, out);
+    error = read_error;
+  }
+  w->timer.cancel();
+  std::error_code ignore;
+  w->sock.close(ignore);
+  out.error = error;
+  out.duration_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
 asio::awaitable<void> run_shadow(ShadowJob* raw) {
   std::unique_ptr<ShadowJob> job(raw);
   // Runs however the coroutine ends, including its frame being destroyed by a stop before the shadow
@@ -124,48 +169,9 @@ asio::awaitable<void> run_shadow(ShadowJob* raw) {
       if (job.in_flight) job.in_flight->fetch_sub(1, std::memory_order_relaxed);
     }
   } release{*job};
-  auto executor = co_await asio::this_coro::executor;
-  auto w = std::make_shared<Watchdog>(executor);
-  w->timer.expires_after(job->timeout);
-  w->timer.async_wait([w](std::error_code ec) {
-    if (ec) return;
-    w->expired = true;
-    std::error_code ignore;
-    w->sock.close(ignore);
-  });
-  auto t0 = std::chrono::steady_clock::now();
   CapturedResponse shadow;
-  std::string error;
-  {
-    tcp::resolver resolver(executor);
-    const std::string port = std::to_string(job->url.port);
-    auto [rec, endpoints] = co_await resolver.async_resolve(job->url.host, port, use_nothrow);
-    if (rec) {
-      error = "cannot resolve " + job->url.host;
-    } else {
-      auto [cec, ep] = co_await asio::async_connect(w->sock, endpoints, use_nothrow);
-      if (cec)
-        error = w->expired                               ? "timeout"
-                : cec == asio::error::connection_refused ? "connect refused"
-                                                         : "connect failed";
-    }
-  }
-  if (error.empty()) {
-    std::array<asio::const_buffer, 2> bufs{asio::buffer(job->head), asio::buffer(job->body)};
-    auto [wec, n] = co_await asio::async_write(w->sock, bufs, use_nothrow);
-    (void)n;
-    if (wec) error = w->expired ? "timeout" : "request not sent";
-  }
-  if (error.empty()) {
-    auto read_error = co_await read_response(*w, job->exchange.request.method, job->capture_cap, shadow);
-    error = read_error;
-  }
-  w->timer.cancel();
-  std::error_code ignore;
-  w->sock.close(ignore);
-  shadow.error = error;
-  shadow.duration_ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  co_await exchange_once(job->url, job->head, job->body, job->exchange.request.method, job->capture_cap,
+                         job->timeout, shadow);
   release.reported = true;
   try {
     job->observer->on_shadow(job->exchange, job->primary, shadow);

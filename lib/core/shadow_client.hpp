@@ -34,6 +34,13 @@ struct ShadowJob {
   std::atomic<int>* in_flight = nullptr;  // the worker's counter, decremented when the job ends
 };
 
+// exchange_once sends one serialized request (head + body) to url on a fresh connection and captures the
+// response into out (bounded by capture_cap, hashed whole); failures land in out.error. Used for shadow
+// copies and for `rproxy replay --against`. All arguments are references the caller keeps alive.
+asio::awaitable<void> exchange_once(const Url& url, const std::string& head, const std::string& body,
+                                    const std::string& method, std::uint64_t capture_cap,
+                                    std::chrono::milliseconds timeout, CapturedResponse& out);
+
 // run_shadow takes ownership of job (a raw pointer so nothing non-trivial is passed by value into the
 // coroutine, which g++ 12 miscompiles).
 asio::awaitable<void> run_shadow(ShadowJob* job);

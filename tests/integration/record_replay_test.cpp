@@ -484,6 +484,30 @@ TEST_SUITE("record") {
   }
 }
 
+TEST_SUITE("record") {
+  TEST_CASE("replay --against: recorded requests sent to a live backend; differences reported, exit 3") {
+    TempDir dir;
+    auto cassette = dir.file("rec.json");
+    {
+      MixedUpstream up;
+      ProxyFixture proxy(record_scenario(up.url(), {{"out", cassette}}));
+      drive(proxy.port(), {get_request("/json?id=1"), get_request("/counter"), get_request("/binary?n=3")});
+    }
+    MixedUpstream same;  // a fresh build of the same backend answers the same
+    auto ok = run_command({RPROXY_BINARY, "replay", cassette, "--against", same.url()});
+    CHECK(ok.exit_code == 0);
+    CHECK(ok.out.find("#2 GET /counter: same") != std::string::npos);
+    auto other = start_echo("other");  // a different backend
+    auto report = dir.file("against.json");
+    auto bad =
+        run_command({RPROXY_BINARY, "replay", cassette, "--against", echo_url(*other), "--report", report});
+    CHECK(bad.exit_code == 3);
+    CHECK(bad.out.find("differs") != std::string::npos);
+    auto rep = json::parse(read_file(report));
+    CHECK(rep["different"] == 3);
+  }
+}
+
 TEST_SUITE("slow") {
   TEST_CASE("record/replay: a 200 MiB body is recorded and replayed in bounded memory") {
     TempDir dir;
