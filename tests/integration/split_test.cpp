@@ -235,7 +235,14 @@ TEST_SUITE("split") {
       CHECK(r.header("X-Rproxy-Variant") == "a");
       CHECK(r.json()["name"] == "a");
     }
-    auto rep = proxy.server().report()["stages"]["default/split"];
+    // Stats are counted when an exchange completes, just after its last byte is written: wait for the
+    // tenth to be counted rather than racing it.
+    json rep;
+    for (int i = 0; i < 100; ++i) {
+      rep = proxy.server().report()["stages"]["default/split"];
+      if (rep["variants"][1]["failovers_out"] == 10) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
     CHECK(rep["variants"][1]["failovers_out"] == 10);
     CHECK(rep["variants"][0]["failovers_in"] == 10);
     // b comes back on its port: its traffic returns at once.
