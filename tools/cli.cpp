@@ -12,6 +12,7 @@ int run_cli(int argc, char** argv) {
   app.fallthrough(false);
   setup_serve(app, state);
   setup_split(app, state);
+  setup_fault(app, state);
   setup_record(app, state);
   setup_replay(app, state);
   setup_har(app, state);

@@ -18,6 +18,7 @@ struct CliState {
 
 void setup_serve(CLI::App& app, CliState& state);
 void setup_split(CLI::App& app, CliState& state);
+void setup_fault(CLI::App& app, CliState& state);
 void setup_record(CLI::App& app, CliState& state);
 void setup_replay(CLI::App& app, CliState& state);
 void setup_har(CLI::App& app, CliState& state);

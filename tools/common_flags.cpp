@@ -44,6 +44,10 @@ void CommonFlags::add_to(CLI::App& sub) {
   sub.add_option("--workers", workers, "Event loops, 0 = one per core [workers]")->type_name("N");
   sub.add_option("--report", report, "Write a JSON report of what every stage saw on exit [report]")
       ->type_name("FILE");
+  sub.add_option("--admin", admin,
+                 "Serve the live-control API (report, fault rules) on this loopback address, e.g. "
+                 "127.0.0.1:9901 [admin]")
+      ->type_name("ADDR");
   sub.add_flag("--quiet", quiet, "No live view on a terminal and no exit summary");
 }
 
@@ -150,6 +154,15 @@ Scenario CommonFlags::build() const {
   if (seed) s.seed = *seed;
   if (workers) s.workers = *workers;
   if (report) s.report = *report;
+  if (admin) {
+    ListenAddress a;
+    if (auto err = parse_listen_address(*admin, a))
+      problems.push_back("--admin: " + *err);
+    else if (!is_loopback_host(a.host))
+      problems.push_back("--admin " + *admin + ": the admin endpoint listens on loopback only (127.0.0.1, ::1)");
+    else
+      s.admin = a;
+  }
   if (s.routes.empty() && problems.empty() && !allow_no_upstream)
     problems.push_back("no upstream: give --to URL, --route PREFIX=URL or --scenario FILE");
   if (!problems.empty()) throw ConfigError(problems);

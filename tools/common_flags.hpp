@@ -35,6 +35,7 @@ struct CommonFlags {
   std::optional<std::uint64_t> seed;
   std::optional<unsigned> workers;
   std::optional<std::string> report;
+  std::optional<std::string> admin;
   bool quiet = false;
 
   // allow_no_upstream: build() accepts a scenario without routes (replay adds its own).

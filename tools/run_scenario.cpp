@@ -1,5 +1,7 @@
 #include "run_scenario.hpp"
 
+#include "admin_server.hpp"
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -98,6 +100,21 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
     std::cerr << "rproxy: error: " << e.what() << "\n";
     return 1;
   }
+  std::unique_ptr<AdminServer> admin;
+  if (scenario.admin) {
+    ProxyServer* srv = server.get();
+    AdminTarget target{[srv] { return srv->report(); }, [srv] { return srv->stage_names(); },
+                       [srv](const std::string& stage, const AdminRequest& req) { return srv->admin(stage, req); }};
+    try {
+      admin = std::make_unique<AdminServer>(*scenario.admin, std::move(target));
+      admin->start();
+    } catch (const std::exception& e) {
+      std::cerr << "rproxy: error: admin: " << e.what() << "\n";
+      server->stop();
+      server->wait();
+      return 1;
+    }
+  }
   auto ports = server->ports();
   for (std::size_t i = 0; i < ports.size(); ++i) {
     auto l = scenario.listeners[i];
@@ -114,6 +131,7 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
       if (st.type == "split") how = "split by stage " + st.name;
     std::cerr << "rproxy:   " << describe_match(r) << " -> " << ups << (how.empty() ? "" : " (" + how + ")") << "\n";
   }
+  if (admin) std::cerr << "rproxy: admin on " << admin->url() << " (GET /report, /stages)\n";
   std::cerr.flush();
 
   int sig = 0;
@@ -134,6 +152,7 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
   view.clear();
   std::cerr << "rproxy: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", draining (up to "
             << format_duration(scenario.limits.drain_timeout) << "; signal again to stop at once)\n";
+  if (admin) admin->stop();
   server->stop();
   // A second signal while draining stops at once.
   std::thread([set]() mutable {

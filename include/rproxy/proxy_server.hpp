@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "rproxy/scenario.hpp"
+#include "rproxy/stage.hpp"
 
 namespace rproxy {
 
@@ -49,6 +50,11 @@ class ProxyServer {
   // safe while the server runs.
   nlohmann::json report() const;
   std::string summary() const;
+  // stage_names lists every stage instance (scenario-wide and per route) by name with its type, in pipeline
+  // order; admin forwards a live-control call to the named stage (404 reply when there is none, 405 when it
+  // has no admin API). Both are safe while the server runs.
+  std::vector<std::pair<std::string, std::string>> stage_names() const;
+  AdminReply admin(const std::string& stage, const AdminRequest& request);
   // exit_code is the first non-zero Stage::exit_code (a strict replay with misses), else 0.
   int exit_code() const;
 

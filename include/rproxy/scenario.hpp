@@ -43,6 +43,8 @@ struct ListenAddress {
   bool operator==(const ListenAddress&) const = default;
 };
 std::optional<std::string> parse_listen_address(const std::string& text, ListenAddress& out);
+// is_loopback_host: "localhost", 127.0.0.0/8, ::1 or a v4-mapped 127.x address (the admin endpoint's rule).
+bool is_loopback_host(const std::string& host);
 
 // Duration strings: "250ms", "2s", "1.5s", "1m", "2h", "0"; whole milliseconds, at most 8760h. A bare number
 // other than 0 is an error. Returns an error message or nullopt.
@@ -129,6 +131,8 @@ struct Scenario {
   Limits limits;
   AccessLog access_log;
   std::string report;  // "" = none; else a JSON file written on exit with every stage's report
+  // Live-control endpoint (loopback only): GET /report, /stages, /stages/<name>/... (fault rules).
+  std::optional<ListenAddress> admin;
   std::vector<StageSpec> stages;
   std::vector<Route> routes;
   bool operator==(const Scenario&) const = default;

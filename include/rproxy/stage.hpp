@@ -27,6 +27,7 @@ namespace rproxy {
 
 struct Scenario;  // scenario.hpp
 struct Route;
+class Stage;
 
 // LocalResponse is a response a stage produces itself (abort, replay hit, CORS preflight, 404).
 struct LocalResponse {
@@ -74,7 +75,11 @@ struct Exchange {
   std::string upstream;           // URL text of the chosen upstream, once chosen
   std::string upstream_name;      // its name (routes[].upstreams[].name), "" when unnamed
   std::string variant;            // set by a split stage; any stage may match on it
+  std::uint64_t connection = 0;          // per-run ordinal of the client connection, starting at 1
+  std::uint64_t connection_request = 0;  // ordinal of this request on its connection, starting at 1
   std::map<std::string, std::string> tags;  // free-form notes stages leave for others and for the log
+  // A stage's private per-exchange state (from on_request to on_complete), keyed by the stage itself.
+  std::map<const Stage*, std::shared_ptr<void>> stage_state;
   Outcome outcome;                // valid in on_complete only
   // The request body, read before the request stages when one of them needs it (Stage::needs_request_body):
   // all of it when it fits kBufferedBodyCap, else only its size and digest (request_body_complete false).
@@ -131,7 +136,10 @@ struct Decision {
     Continue,  // go on with the next stage
     Respond,   // answer with `response` now; the upstream is not contacted; response stages still run
     Reset,     // abort the client connection with a TCP RST
+    Close,     // close the client connection gracefully (FIN) without answering: an "empty reply"
+    Hang,      // answer nothing; close (FIN) after hang_for, or when the client gives up (hang_for 0)
   } kind = Kind::Continue;
+  std::chrono::milliseconds hang_for{0};           // Hang
 
   std::optional<LocalResponse> response;           // Respond
   std::chrono::milliseconds delay{0};             // wait this long before acting (any kind)
@@ -141,6 +149,13 @@ struct Decision {
   std::optional<std::string> upstream;
   std::uint64_t throttle_bytes_per_s = 0;          // 0 = unthrottled (response body)
   std::optional<std::uint64_t> truncate_after;     // close after this many response body bytes
+  bool reset_after_truncate = false;               // ... with a TCP RST instead of a FIN
+  std::uint64_t throttle_request_bytes_per_s = 0;  // 0 = unthrottled (request body towards the upstream)
+  // Write the response body in pieces of slice_bytes with slice_delay between them (0 = no slicing).
+  std::uint64_t slice_bytes = 0;
+  std::chrono::milliseconds slice_delay{0};
+  // Slow close: the connection closes after the response, and its FIN is sent this much later.
+  std::chrono::milliseconds close_delay{0};
   std::optional<ShadowRequest> shadow;             // send a copy of the request elsewhere (on_request only)
 
   static Decision proceed() { return {}; }
@@ -152,6 +167,24 @@ struct Decision {
   }
 };
 
+// AdminRequest is a call on a stage's live-control API, made from the loopback-only admin endpoint
+// (`/stages/<stage name><path>`). AdminReply is the stage's answer (a JSON body with a status).
+struct AdminRequest {
+  std::string method;  // GET, PUT, POST, DELETE
+  std::string path;    // the rest after the stage name: "", "/rules", "/rules/slow-pay"
+  std::string body;    // request body (JSON text for PUT and POST)
+};
+struct AdminReply {
+  int status = 200;
+  nlohmann::json body = nlohmann::json::object();
+};
+
+// ConnectionInfo describes a client connection as it is accepted, before anything was read from it.
+struct ConnectionInfo {
+  std::uint64_t id = 0;  // per-run ordinal, starting at 1 (Exchange::connection)
+  std::string client_ip;
+};
+
 // Stage is implemented once per feature. Settings are parsed in the factory and immutable afterwards;
 // the same Stage object serves every connection on every thread, so on_* must be thread-safe (keep
 // per-request state in the Exchange).
@@ -160,6 +193,10 @@ class Stage {
   virtual ~Stage() = default;
   // on_request runs before the upstream is contacted.
   virtual Decision on_request(Exchange&) { return Decision::proceed(); }
+  // on_connect runs when a client connection is accepted, before its first byte is read, for every stage
+  // of the scenario (route stages too: no route is known yet). Reset refuses the connection with an RST,
+  // Close closes it, Hang holds it; delay delays reading from it (slow open). Other fields are ignored.
+  virtual Decision on_connect(const ConnectionInfo&) { return Decision::proceed(); }
   // on_response runs after the response head is known (from an upstream or a Respond decision).
   // It may edit exchange.response headers and status; Respond replaces the response.
   virtual Decision on_response(Exchange&) { return Decision::proceed(); }
@@ -182,6 +219,9 @@ class Stage {
   // summary returns the same as a few human-readable lines (empty when nothing to say), for the exit
   // summary and the live view on a terminal.
   virtual std::string summary() const { return {}; }
+  // admin handles a live-control call (see AdminRequest); nullopt when the stage has no admin API. Runs on
+  // an admin thread while exchanges run: must be thread-safe and must never wait on traffic.
+  virtual std::optional<AdminReply> admin(const AdminRequest&) { return std::nullopt; }
 };
 
 // StageContext is where a stage sits: the scenario (its seed, its routes) and the route for a route stage.

@@ -138,6 +138,8 @@ struct ClientConnection::Impl {
   // close-delimited body; a reset means the body is truncated.
   bool last_read_eof = false;
   bool first_request = true;
+  std::uint64_t connection_id = 0;
+  std::uint64_t requests_on_connection = 0;
 
   const Limits& limits() const { return rt->scenario.limits; }
 
@@ -569,10 +571,26 @@ struct ClientConnection::Impl {
   struct BodyControl {
     std::uint64_t throttle = 0;
     std::optional<std::uint64_t> truncate_after;
+    bool reset_after_truncate = false;
+    std::uint64_t request_throttle = 0;
+    std::uint64_t slice_bytes = 0;
+    Millis slice_delay{0};
+    Millis close_delay{0};
     void absorb(const Decision& d) {
       if (d.throttle_bytes_per_s) throttle = d.throttle_bytes_per_s;
-      if (d.truncate_after) truncate_after = d.truncate_after;
+      if (d.truncate_after) {
+        truncate_after = d.truncate_after;
+        reset_after_truncate = d.reset_after_truncate;
+      }
+      if (d.throttle_request_bytes_per_s) request_throttle = d.throttle_request_bytes_per_s;
+      if (d.slice_bytes) {
+        slice_bytes = d.slice_bytes;
+        slice_delay = d.slice_delay;
+      }
+      if (d.close_delay.count() > 0) close_delay = d.close_delay;
     }
+    // paced: the body goes out in timed pieces, never in one write with the head.
+    bool paced() const { return throttle || slice_bytes || truncate_after; }
   };
 
   // Applies response stages in reverse order; returns false when the connection must be reset.
@@ -606,6 +624,8 @@ struct ClientConnection::Impl {
     ex.id = shared.next_exchange_id.fetch_add(1, std::memory_order_relaxed);
     ex.client_ip = client_ip;
     ex.scheme = scheme;
+    ex.connection = connection_id;
+    ex.connection_request = ++requests_on_connection;
     const std::string log_target = req.target;
 
     bool keep_alive = req.version_minor == 1 ? !req.headers.has_token("Connection", "close")
@@ -733,6 +753,12 @@ struct ClientConnection::Impl {
         status = 0;
         error_code = "reset";
         reset_client();
+        co_return finish(false);
+      }
+      if (d.kind == Decision::Kind::Close || d.kind == Decision::Kind::Hang) {
+        status = 0;
+        error_code = d.kind == Decision::Kind::Close ? "closed" : "hang";
+        if (d.kind == Decision::Kind::Hang) co_await hang(d.hang_for);
         co_return finish(false);
       }
       if (d.kind == Decision::Kind::Respond) {
@@ -872,6 +898,7 @@ struct ClientConnection::Impl {
           shadow_body_cap = shadow->max_body;
           body_tee = &shadow_body;
         }
+        request_throttle = body.request_throttle;
         auto sent = co_await forward_request_body(framing, req_out, expect_continue, route.read_timeout, bytes_in);
         if (sent == BodySend::ClientFailed) {
           drop_upstream();
@@ -1055,7 +1082,7 @@ struct ClientConnection::Impl {
         }
         break;
     }
-    if (shared.draining.load(std::memory_order_relaxed)) keep_alive = false;
+    if (shared.draining.load(std::memory_order_relaxed) || body.close_delay.count() > 0) keep_alive = false;
     if (!keep_alive) {
       resp.headers.set("Connection", "close");
     } else if (ex.request.version_minor == 0) {
@@ -1063,8 +1090,7 @@ struct ClientConnection::Impl {
     }
     auto wire = serialize(resp);
     // A small response usually arrived whole with its head: send head and body in one write.
-    bool whole = out == OutFraming::Length && upstream->buf.size() >= resp_framing.length && !body.throttle &&
-                 !body.truncate_after;
+    bool whole = out == OutFraming::Length && upstream->buf.size() >= resp_framing.length && !body.paced();
     bool written = false;
     if (whole) {
       auto n = static_cast<std::size_t>(resp_framing.length);
@@ -1092,7 +1118,10 @@ struct ClientConnection::Impl {
         log_line("rproxy: response from " + url.text + " for " + ex.request.method + " " + log_target +
                  " ended early; passed on truncated");
       }
-      close_client();
+      if (stream == StreamResult::Truncated && body.reset_after_truncate)
+        reset_client();
+      else
+        close_client();
       if (shadow) skip_shadow(*shadow, ex, "the primary response did not complete");
       shadow_done = true;
       co_return finish(false);
@@ -1108,6 +1137,11 @@ struct ClientConnection::Impl {
       worker.pool.put(std::move(upstream));
     } else {
       drop_upstream();
+    }
+    if (body.close_delay.count() > 0) {
+      // Slow close: everything was sent; the FIN (from the lingering close after this exchange) is late.
+      co_await sleep(body.close_delay);
+      co_return finish(false);
     }
     co_return finish(keep_alive);
   }
@@ -1204,12 +1238,15 @@ struct ClientConnection::Impl {
   ExchangeTee* cur_tee = nullptr;  // Exchange::tee of the exchange in progress
   // Why the client side of a request body failed (status 0: the client went away, nothing to answer).
   std::pair<int, std::string> body_error{0, {}};
+  std::uint64_t request_throttle = 0;  // bytes/s for the request body of the exchange in progress (0 = off)
 
   awaitable<BodySend> forward_request_body(BodyFraming framing, OutFraming out, bool expect_continue,
                                            Millis upstream_timeout, std::uint64_t& bytes_in) {
     BodyReader reader(framing);
     std::string piece;
     bool sent_continue = false;
+    auto t_paced = SteadyClock::now();
+    std::uint64_t sent_paced = 0;
     auto read_more = [&]() -> awaitable<ReadStatus> {
       if (expect_continue && !sent_continue) {
         sent_continue = true;
@@ -1242,6 +1279,20 @@ struct ClientConnection::Impl {
         } else {
           body_tee->append(piece);
         }
+      }
+      if (request_throttle) {
+        // Pace the upload in slices of a tenth of a second's worth.
+        std::size_t slice = std::max<std::size_t>(1, static_cast<std::size_t>(request_throttle / 10));
+        for (std::size_t off = 0; off < piece.size(); off += slice) {
+          std::string part = piece.substr(off, slice);
+          upstream_deadline.arm(upstream_timeout);
+          if (!co_await write_piece(upstream->sock, upstream_deadline, out, part)) co_return BodySend::UpstreamFailed;
+          sent_paced += part.size();
+          auto due = t_paced + std::chrono::microseconds(sent_paced * 1000000 / request_throttle);
+          auto now = SteadyClock::now();
+          if (due > now) co_await sleep(std::chrono::duration_cast<std::chrono::milliseconds>(due - now));
+        }
+        continue;
       }
       upstream_deadline.arm(upstream_timeout);
       if (!co_await write_piece(upstream->sock, upstream_deadline, out, piece)) co_return BodySend::UpstreamFailed;
@@ -1361,6 +1412,7 @@ struct ClientConnection::Impl {
       co_return last_read_eof ? ReadStatus::Eof : ReadStatus::Error;
     };
     auto t_start = SteadyClock::now();
+    bool sliced_any = false;
     while (true) {
       auto st = co_await read_body(reader, upstream->buf, piece, read_more);
       if (st == ReadStatus::Done) break;
@@ -1373,13 +1425,22 @@ struct ClientConnection::Impl {
         bytes_out += piece.size();
         co_return StreamResult::Truncated;
       }
-      if (control.throttle) {
-        // Pace in slices of a tenth of a second's worth so the rate is smooth, not bursty.
-        std::size_t slice = std::max<std::size_t>(1, static_cast<std::size_t>(control.throttle / 10));
+      if (control.throttle || control.slice_bytes) {
+        // Throttle: pace in slices of a tenth of a second's worth so the rate is smooth, not bursty.
+        // Slicing: pieces of slice_bytes with slice_delay between them.
+        std::size_t slice = control.slice_bytes
+                                ? static_cast<std::size_t>(control.slice_bytes)
+                                : std::max<std::size_t>(1, static_cast<std::size_t>(control.throttle / 10));
+        if (control.throttle && control.slice_bytes)
+          slice = std::min(slice, std::max<std::size_t>(1, static_cast<std::size_t>(control.throttle / 10)));
         for (std::size_t off = 0; off < piece.size(); off += slice) {
           std::string part = piece.substr(off, slice);
+          if (control.slice_bytes && control.slice_delay.count() > 0 && sliced_any)
+            co_await sleep(control.slice_delay);
+          sliced_any = true;
           if (!co_await write_piece(client, client_deadline, out, part)) co_return StreamResult::ClientFailed;
           bytes_out += part.size();
+          if (!control.throttle) continue;
           auto due = t_start + std::chrono::microseconds(bytes_out * 1000000 / control.throttle);
           auto now = SteadyClock::now();
           if (due > now) co_await sleep(std::chrono::duration_cast<std::chrono::milliseconds>(due - now));
@@ -1447,7 +1508,45 @@ struct ClientConnection::Impl {
 
   // ---- connection loop ------------------------------------------------------------------------------
 
+  // Connection stages (faults at accept): refuse with an RST, close, hold, or delay reading (slow open).
+  // Returns false when the connection must not be served.
+  awaitable<bool> on_connect() {
+    ConnectionInfo info{connection_id, client_ip};
+    for (auto* st : rt->all_stages) {
+      auto d = call_stage([&] { return st->on_connect(info); });
+      if (d.delay.count() > 0) co_await sleep(d.delay);
+      switch (d.kind) {
+        case Decision::Kind::Reset:
+          reset_client();
+          co_return false;
+        case Decision::Kind::Close:
+          co_return false;
+        case Decision::Kind::Hang:
+          co_await hang(d.hang_for);
+          co_return false;
+        default:
+          break;
+      }
+    }
+    co_return true;
+  }
+
+  // Holds the connection without answering: reads and discards until the client closes, the drain closes
+  // it, or `limit` passes (0 = no limit).
+  awaitable<void> hang(Millis limit) {
+    auto until = limit.count() > 0 ? SteadyClock::now() + limit : SteadyClock::time_point::max();
+    while (!closed) {
+      in.clear();
+      auto left = until == SteadyClock::time_point::max() ? SteadyClock::duration(std::chrono::hours(24))
+                                                          : until - SteadyClock::now();
+      if (left <= SteadyClock::duration::zero()) break;
+      auto n = co_await read_client(left);
+      if (n == 0) break;
+    }
+  }
+
   awaitable<void> loop() {
+    if (!co_await on_connect()) co_return;
     while (!closed) {
       if (shared.draining.load(std::memory_order_relaxed) && in.empty()) co_return;
       RequestParseResult pr;
@@ -1489,8 +1588,9 @@ struct ClientConnection::Impl {
   }
 };
 
-ClientConnection::ClientConnection(Worker& worker, tcp::socket sock, std::string scheme)
+ClientConnection::ClientConnection(Worker& worker, tcp::socket sock, std::string scheme, std::uint64_t id)
     : impl_(std::make_unique<Impl>(worker, std::move(sock), std::move(scheme))) {
+  impl_->connection_id = id;
   worker.connections.insert(this);
 }
 

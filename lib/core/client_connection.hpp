@@ -15,7 +15,8 @@ namespace rproxy {
 
 class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
  public:
-  ClientConnection(Worker& worker, asio::ip::tcp::socket sock, std::string scheme);
+  // id: the connection's per-run ordinal (Exchange::connection, ConnectionInfo::id).
+  ClientConnection(Worker& worker, asio::ip::tcp::socket sock, std::string scheme, std::uint64_t id);
   ~ClientConnection();
   asio::awaitable<void> run();
   // close_if_idle ends the connection if it is waiting for a request (graceful stop).

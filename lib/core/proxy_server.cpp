@@ -69,7 +69,7 @@ struct ProxyServer::Impl {
         co_await t.async_wait(use_nothrow);
         continue;
       }
-      shared.accepted.fetch_add(1, std::memory_order_relaxed);
+      auto conn_id = shared.accepted.fetch_add(1, std::memory_order_relaxed) + 1;
       if (shared.active.load(std::memory_order_relaxed) >= max_conns) {
         // Refuse cleanly: a short 503 (the socket buffer takes it without blocking), then close.
         shared.refused.fetch_add(1, std::memory_order_relaxed);
@@ -81,8 +81,8 @@ struct ProxyServer::Impl {
         continue;
       }
       shared.active.fetch_add(1, std::memory_order_relaxed);
-      asio::post(w.ctx, [&w, s = std::move(sock)]() mutable {
-        auto conn = std::make_shared<ClientConnection>(w, std::move(s), "http");
+      asio::post(w.ctx, [&w, conn_id, s = std::move(sock)]() mutable {
+        auto conn = std::make_shared<ClientConnection>(w, std::move(s), "http", conn_id);
         asio::co_spawn(w.ctx, conn->run(), asio::detached);
       });
     }
@@ -252,6 +252,28 @@ nlohmann::json ProxyServer::report() const {
           {"connections", st.connections_accepted},
           {"upstream_errors", st.upstream_errors},
           {"stages", stages}};
+}
+
+std::vector<std::pair<std::string, std::string>> ProxyServer::stage_names() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  const auto& rt = *impl_->shared.runtime;
+  for (const auto& st : rt.scenario.stages) out.emplace_back(st.name, st.type);
+  for (const auto& r : rt.scenario.routes)
+    for (const auto& st : r.stages) out.emplace_back(r.name + "/" + st.name, st.type);
+  return out;
+}
+
+AdminReply ProxyServer::admin(const std::string& stage_name, const AdminRequest& request) {
+  std::optional<AdminReply> reply;
+  bool found = false;
+  each_stage(*impl_->shared.runtime, [&](const std::string& name, Stage& stage) {
+    if (found || name != stage_name) return;
+    found = true;
+    reply = stage.admin(request);
+    if (!reply) reply = AdminReply{405, {{"error", "stage " + name + " has no live-control API"}}};
+  });
+  if (!found) return AdminReply{404, {{"error", "no stage named " + stage_name}}};
+  return *reply;
 }
 
 std::string ProxyServer::summary() const {

@@ -45,6 +45,9 @@ std::shared_ptr<const Runtime> build_runtime(Scenario scenario) {
     for (const auto& st : rr.stages) p.push_back(st.get());
     rt->pipelines.push_back(std::move(p));
   }
+  rt->all_stages = global;
+  for (const auto& rr : rt->routes)
+    for (const auto& st : rr.stages) rt->all_stages.push_back(st.get());
   return rt;
 }
 

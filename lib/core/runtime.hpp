@@ -30,6 +30,8 @@ struct Runtime {
   const std::vector<Stage*>& pipeline(int route_index) const {
     return pipelines[static_cast<std::size_t>(route_index + 1)];
   }
+  // all_stages: every stage instance once, scenario-wide first (Stage::on_connect runs on each).
+  std::vector<Stage*> all_stages;
   ParseLimits limits;
 };
 

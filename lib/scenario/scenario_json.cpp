@@ -47,7 +47,7 @@ using KeyTable = std::map<std::string_view, std::vector<std::string>, std::less<
 const KeyTable& key_table() {
   static const KeyTable table{
       {"scenario",
-       {"version", "seed", "listeners", "workers", "limits", "access_log", "report", "stages", "routes"}},
+       {"version", "seed", "listeners", "workers", "limits", "access_log", "report", "admin", "stages", "routes"}},
       {"limits",
        {"max_conns", "max_body", "head_timeout", "body_timeout", "idle_timeout", "write_timeout",
         "drain_timeout"}},
@@ -410,6 +410,15 @@ Scenario read_scenario(Reader& r, const json& doc) {
   with_member(doc, "report", root, [&](const json& m, const std::string& p) {
     if (auto str = r.string(m, p)) s.report = *str;
   });
+  with_member(doc, "admin", root, [&](const json& m, const std::string& p) {
+    auto str = r.string(m, p);
+    if (!str) return;
+    ListenAddress a;
+    if (auto err = parse_listen_address(*str, a))
+      r.fail(p, *err);
+    else
+      s.admin = a;
+  });
   with_member(doc, "stages", root,
               [&](const json& m, const std::string& p) { s.stages = read_stages(r, m, p); });
   with_member(doc, "routes", root, [&](const json& m, const std::string& p) {
@@ -480,6 +489,9 @@ class Validator {
     check_listeners(s.listeners);
     if (s.workers > kMaxWorkers) report("workers", range_message(0, kMaxWorkers, std::to_string(s.workers)));
     check_limits(s.limits);
+    if (s.admin && !is_loopback_host(s.admin->host))
+      report("admin", "the admin endpoint listens on loopback only (127.0.0.1, ::1 or localhost), got " +
+                          quote(s.admin->to_string()));
     if (s.access_log.format != "text" && s.access_log.format != "json")
       report("access_log.format", "must be \"text\" or \"json\", got " + quote(s.access_log.format));
     check_stages(s.stages, "stages", {}, nullptr);
@@ -925,7 +937,7 @@ json scenario_to_json(const Scenario& s) {
   for (const auto& l : s.listeners) listeners.push_back(l.to_string());
   json routes = json::array();
   for (const auto& r : s.routes) routes.push_back(route_to_json(r));
-  return {
+  json out = {
       {"version", s.version},
       {"seed", s.seed},
       {"listeners", listeners},
@@ -943,6 +955,8 @@ json scenario_to_json(const Scenario& s) {
       {"stages", stages_to_json(s.stages)},
       {"routes", routes},
   };
+  if (s.admin) out["admin"] = s.admin->to_string();
+  return out;
 }
 
 Scenario load_scenario(const std::string& path) {

@@ -1,7 +1,9 @@
 // Parsers and printers for the small value types of a scenario: URLs, listen addresses, durations, sizes and
 // enums. Each parser returns a one-line message without a path; the JSON reader prefixes the path, the CLI
 // prefixes the flag. Every printer's output parses back to the same value.
+
 #include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <array>
 #include <cstdint>
@@ -11,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "rproxy/http.hpp"
 #include "rproxy/scenario.hpp"
 
 namespace rproxy {
@@ -286,6 +289,18 @@ std::optional<std::string> parse_listen_address(const std::string& text, ListenA
   }
   out = ListenAddress{to_lower(host), *port};
   return std::nullopt;
+}
+
+bool is_loopback_host(const std::string& host) {
+  if (iequals(host, "localhost")) return true;
+  in_addr v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    if (IN6_IS_ADDR_V4MAPPED(&v6)) return v6.s6_addr[12] == 127;
+  }
+  return false;
 }
 
 std::optional<std::string> parse_duration(const std::string& text, Millis& out) {

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "rproxy/stage.hpp"
+#include "stages/fault.hpp"
 #include "stages/headers.hpp"
 #include "stages/record.hpp"
 #include "stages/replay.hpp"
@@ -33,6 +34,8 @@ void register_builtin_stages(StageRegistry& registry) {
                 stages::SplitStage::create});
   registry.add({"record", "write every completed exchange to a cassette (redacted, crash-safe; once/new/all)",
                 stages::RecordStage::create});
+  registry.add({"fault", "inject reproducible HTTP and connection faults by rule, journaling every decision",
+                stages::FaultStage::create});
   registry.add({"replay", "answer requests from a cassette or HAR file, with a verdict; never contacts an upstream",
                 stages::ReplayStage::create, true});
 }

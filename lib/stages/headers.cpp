@@ -105,7 +105,10 @@ void parse_remove(const json& v, const std::string& path, std::vector<std::strin
   }
 }
 
-void parse_edits(const json& v, const std::string& path, HeaderEdits& out,
+
+}  // namespace
+
+void parse_header_edits(const json& v, const std::string& path, HeaderEdits& out,
                  std::vector<std::string>& problems) {
   if (!v.is_object()) {
     problems.push_back(path + ": expected an object with \"set\", \"add\" and/or \"remove\", got " +
@@ -138,8 +141,6 @@ void parse_edits(const json& v, const std::string& path, HeaderEdits& out,
   }
 }
 
-}  // namespace
-
 void HeaderEdits::apply(Headers& headers) const {
   for (const auto& name : remove) headers.remove(name);
   for (const auto& h : set) headers.set(h.name, h.value);
@@ -159,9 +160,9 @@ std::unique_ptr<Stage> HeadersStage::create(const nlohmann::json& params, const 
   for (const auto& [key, value] : params.items()) {
     auto key_path = json_path_key(path, key);
     if (key == "request") {
-      parse_edits(value, key_path, request, problems);
+      parse_header_edits(value, key_path, request, problems);
     } else if (key == "response") {
-      parse_edits(value, key_path, response, problems);
+      parse_header_edits(value, key_path, response, problems);
     } else {
       problems.push_back(key_path + ": unknown key (expected request or response)");
     }

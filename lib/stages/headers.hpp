@@ -35,6 +35,11 @@ struct HeaderEdits {
   bool operator==(const HeaderEdits&) const = default;
 };
 
+// parse_header_edits reads {"set": {...}, "add": {...}, "remove": [...]} into out (problems prefixed with
+// path); the fault stage's header rewrite uses the same rules.
+void parse_header_edits(const nlohmann::json& v, const std::string& path, HeaderEdits& out,
+                        std::vector<std::string>& problems);
+
 class HeadersStage : public Stage {
  public:
   HeadersStage(HeaderEdits request, HeaderEdits response)
