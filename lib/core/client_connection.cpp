@@ -1285,12 +1285,12 @@ struct ClientConnection::Impl {
         std::size_t slice = std::max<std::size_t>(1, static_cast<std::size_t>(request_throttle / 10));
         for (std::size_t off = 0; off < piece.size(); off += slice) {
           std::string part = piece.substr(off, slice);
-          upstream_deadline.arm(upstream_timeout);
-          if (!co_await write_piece(upstream->sock, upstream_deadline, out, part)) co_return BodySend::UpstreamFailed;
           sent_paced += part.size();
           auto due = t_paced + std::chrono::microseconds(sent_paced * 1000000 / request_throttle);
           auto now = SteadyClock::now();
-          if (due > now) co_await sleep(std::chrono::duration_cast<std::chrono::milliseconds>(due - now));
+          if (due > now) co_await sleep(std::chrono::ceil<std::chrono::milliseconds>(due - now));
+          upstream_deadline.arm(upstream_timeout);
+          if (!co_await write_piece(upstream->sock, upstream_deadline, out, part)) co_return BodySend::UpstreamFailed;
         }
         continue;
       }
@@ -1438,12 +1438,14 @@ struct ClientConnection::Impl {
           if (control.slice_bytes && control.slice_delay.count() > 0 && sliced_any)
             co_await sleep(control.slice_delay);
           sliced_any = true;
+          if (control.throttle) {
+            // A slice leaves when its last byte is due, so N bytes take N / rate, never less.
+            auto due = t_start + std::chrono::microseconds((bytes_out + part.size()) * 1000000 / control.throttle);
+            auto now = SteadyClock::now();
+            if (due > now) co_await sleep(std::chrono::ceil<std::chrono::milliseconds>(due - now));
+          }
           if (!co_await write_piece(client, client_deadline, out, part)) co_return StreamResult::ClientFailed;
           bytes_out += part.size();
-          if (!control.throttle) continue;
-          auto due = t_start + std::chrono::microseconds(bytes_out * 1000000 / control.throttle);
-          auto now = SteadyClock::now();
-          if (due > now) co_await sleep(std::chrono::duration_cast<std::chrono::milliseconds>(due - now));
         }
         continue;
       }

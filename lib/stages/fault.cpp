@@ -156,6 +156,11 @@ Decision FaultStage::on_request(Exchange& ex) {
   requests_.fetch_add(1, std::memory_order_relaxed);
   auto it = route_ordinals_.find(ex.route);
   if (it == route_ordinals_.end()) it = route_ordinals_.find("");
+  // The route ordinal and every rule's match count are taken under one lock, so the n-th request on a route
+  // always sees the same counts (count triggers stay a function of the key under concurrency). Journal lines
+  // are written after the lock is released.
+  std::vector<json> lines;
+  std::unique_lock decide(decide_mutex_);
   const auto ordinal = it->second->fetch_add(1, std::memory_order_relaxed) + 1;
   const std::string key = (ex.route.empty() ? std::string("-") : ex.route) + "#" + std::to_string(ordinal);
   const std::string conn_key = "conn#" + std::to_string(ex.connection);
@@ -195,8 +200,10 @@ Decision FaultStage::on_request(Exchange& ex) {
       state->fired.push_back({rule.fault, rule.name, std::move(applied)});
       ended = rule.fault->terminal();
     }
-    journal_.write(line);
+    lines.push_back(std::move(line));
   }
+  decide.unlock();
+  for (const auto& line : lines) journal_.write(line);
   if (settings_.client_faults && !ended) client_header_faults(ex, d, *state);
   if (!state->fired.empty()) {
     faulted_.fetch_add(1, std::memory_order_relaxed);

@@ -90,6 +90,7 @@ class FaultStage : public Stage {
   std::map<std::string, std::shared_ptr<FaultRuleCounters>> counters_;
   // Ordinals per route ("" for requests that matched none); the map is fixed at construction.
   std::map<std::string, std::unique_ptr<std::atomic<std::uint64_t>>> route_ordinals_;
+  std::mutex decide_mutex_;  // one request's ordinal and rule counts are taken together
   std::atomic<std::uint64_t> active_{0};
   std::atomic<std::uint64_t> requests_{0};
   std::atomic<std::uint64_t> faulted_{0};

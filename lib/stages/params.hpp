@@ -51,7 +51,8 @@ struct ParamReader {
     return d;
   }
   std::optional<std::uint64_t> size(const nlohmann::json& v, const std::string& path) {
-    if (v.is_number_unsigned()) return v.get<std::uint64_t>();
+    if (v.is_number_unsigned() || (v.is_number_integer() && v.get<std::int64_t>() >= 0))
+      return v.get<std::uint64_t>();
     auto s = string(v, path);
     if (!s) return std::nullopt;
     std::uint64_t n = 0;
