@@ -205,12 +205,23 @@ Scenario build_fault_scenario(const CommonFlags& common, const FaultFlags& f) {
   if (f.mark) params["mark"] = true;
   if (f.client_faults) params["client_faults"] = true;
   if (f.max_active) params["max_active"] = *f.max_active;
-  // On the --to route (after a split stage, so rules can match on the variant), else on every route.
-  if (!common.to.empty()) {
-    s.routes.back().stages.push_back(StageSpec{"fault", "", params});
-  } else {
-    s.stages.push_back(StageSpec{"fault", "", params});
+  // On the --to route, or on the scenario's only route (after its stages, so after a split stage and rules
+  // can match on the variant); with several routes, scenario-wide (before every route's stages).
+  Route* target = !common.to.empty() || s.routes.size() == 1 ? &s.routes.back() : nullptr;
+  if (f.on_variant) {
+    bool split_before = false;
+    if (target)
+      for (const auto& st : target->stages) split_before = split_before || st.type == "split";
+    if (!split_before)
+      throw ConfigError({"--on-variant " + *f.on_variant +
+                         ": no split stage runs before the fault stage; give a --scenario with one route that "
+                         "has a split stage (without --to), or put a fault stage after the split stage in the "
+                         "scenario file"});
   }
+  if (target)
+    target->stages.push_back(StageSpec{"fault", "", params});
+  else
+    s.stages.push_back(StageSpec{"fault", "", params});
   fill_default_names(s);
   auto more = validate_scenario(s);
   if (!more.empty()) throw ConfigError(more);

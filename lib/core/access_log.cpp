@@ -57,6 +57,7 @@ std::string AccessLogWriter::format_line(const AccessRecord& r, bool json) {
                              {"bytes_out", r.bytes_out},  {"duration_ms", std::stod(dur)}, {"route", r.route},
                              {"upstream", r.upstream}};
     if (!r.variant.empty()) j["variant"] = r.variant;
+    if (!r.fault.empty()) j["fault"] = r.fault;
     if (!r.error.empty()) j["error"] = r.error;
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
@@ -64,6 +65,7 @@ std::string AccessLogWriter::format_line(const AccessRecord& r, bool json) {
                      std::to_string(r.status) + " " + std::to_string(r.bytes_out) + "B " + dur + "ms route=" +
                      (r.route.empty() ? "-" : r.route) + " upstream=" + (r.upstream.empty() ? "-" : r.upstream);
   if (!r.variant.empty()) line += " variant=" + r.variant;
+  if (!r.fault.empty()) line += " fault=" + r.fault;
   if (!r.error.empty()) line += " error=" + r.error;
   // Targets are forwarded byte for byte, but a log line must stay one line.
   for (auto& c : line)

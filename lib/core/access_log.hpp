@@ -22,6 +22,7 @@ struct AccessRecord {
   std::string upstream;
   std::string error;  // X-Rproxy-Error value when rproxy produced the response
   std::string variant;  // split variant that served the exchange, "" when no split stage ran
+  std::string fault;    // fault rules that fired for the exchange (comma-separated), "" when none
 };
 
 class AccessLogWriter {

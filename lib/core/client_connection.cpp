@@ -477,6 +477,7 @@ struct ClientConnection::Impl {
     rec.upstream = upstream_url;
     rec.error = ex.outcome.error;
     rec.variant = ex.variant;
+    if (auto f = ex.tags.find("fault"); f != ex.tags.end()) rec.fault = f->second;
     shared.access_log->write(rec);
   }
 
@@ -758,7 +759,10 @@ struct ClientConnection::Impl {
       if (d.kind == Decision::Kind::Close || d.kind == Decision::Kind::Hang) {
         status = 0;
         error_code = d.kind == Decision::Kind::Close ? "closed" : "hang";
-        if (d.kind == Decision::Kind::Hang) co_await hang(d.hang_for);
+        if (d.kind == Decision::Kind::Hang) {
+          co_await hang(d.hang_for);
+          close_client();  // nothing was sent, so there is no answer for a lingering close to protect
+        }
         co_return finish(false);
       }
       if (d.kind == Decision::Kind::Respond) {
@@ -1525,6 +1529,7 @@ struct ClientConnection::Impl {
           co_return false;
         case Decision::Kind::Hang:
           co_await hang(d.hang_for);
+          close_client();
           co_return false;
         default:
           break;
@@ -1533,17 +1538,16 @@ struct ClientConnection::Impl {
     co_return true;
   }
 
-  // Holds the connection without answering: reads and discards until the client closes, the drain closes
-  // it, or `limit` passes (0 = no limit).
+  // Holds the connection without answering: reads and discards until the client closes, a drain starts,
+  // or `limit` passes (0 = no limit). Reads in short slices so a drain never waits on a held connection.
   awaitable<void> hang(Millis limit) {
     auto until = limit.count() > 0 ? SteadyClock::now() + limit : SteadyClock::time_point::max();
-    while (!closed) {
+    while (!closed && !shared.draining.load(std::memory_order_relaxed)) {
       in.clear();
-      auto left = until == SteadyClock::time_point::max() ? SteadyClock::duration(std::chrono::hours(24))
-                                                          : until - SteadyClock::now();
+      auto left = until - SteadyClock::now();
       if (left <= SteadyClock::duration::zero()) break;
-      auto n = co_await read_client(left);
-      if (n == 0) break;
+      auto n = co_await read_client(std::min<SteadyClock::duration>(left, Millis(250)));
+      if (n == 0 && !client_deadline.expired()) break;  // the client closed or reset
     }
   }
 

@@ -412,7 +412,7 @@ Scenario read_scenario(Reader& r, const json& doc) {
   });
   with_member(doc, "admin", root, [&](const json& m, const std::string& p) {
     auto str = r.string(m, p);
-    if (!str) return;
+    if (!str || str->empty()) return;  // "" = no admin endpoint
     ListenAddress a;
     if (auto err = parse_listen_address(*str, a))
       r.fail(p, *err);
@@ -955,7 +955,7 @@ json scenario_to_json(const Scenario& s) {
       {"stages", stages_to_json(s.stages)},
       {"routes", routes},
   };
-  if (s.admin) out["admin"] = s.admin->to_string();
+  out["admin"] = s.admin ? s.admin->to_string() : std::string();
   return out;
 }
 

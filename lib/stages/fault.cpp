@@ -1,6 +1,8 @@
 #include "stages/fault.hpp"
 
+#include <cmath>
 #include <cstdio>
+#include <set>
 
 #include "core/access_log.hpp"
 
@@ -86,6 +88,7 @@ void FaultStage::install(std::vector<FaultRule> rules, std::uint64_t version) {
   for (auto& rule : rules) {
     auto& c = counters_[rule.name];
     if (!c) c = std::make_shared<FaultRuleCounters>();
+    c->type = rule.fault->type();
     rule.counters = c;
   }
   set->rules = std::move(rules);
@@ -204,7 +207,7 @@ Decision FaultStage::on_request(Exchange& ex) {
   }
   decide.unlock();
   for (const auto& line : lines) journal_.write(line);
-  if (settings_.client_faults && !ended) client_header_faults(ex, d, *state);
+  if (settings_.client_faults && !ended) client_header_faults(ex, d, *state, key);
   if (!state->fired.empty()) {
     faulted_.fetch_add(1, std::memory_order_relaxed);
     std::string names;
@@ -217,15 +220,16 @@ Decision FaultStage::on_request(Exchange& ex) {
 
 // Envoy-style faults asked for by the client itself (off unless client_faults is set): abort, delay and
 // bandwidth from request headers, parsed by the same fault parsers as the rules.
-void FaultStage::client_header_faults(Exchange& ex, Decision& d, FaultExchangeState& st) {
+void FaultStage::client_header_faults(Exchange& ex, Decision& d, FaultExchangeState& st, const std::string& key) {
   struct Ask {
     const char* header;
     const char* type;
     const char* param;
   };
-  static constexpr Ask kAsks[] = {{kClientAbort, "abort", "status"},
-                                  {kClientDelay, "delay", "delay"},
-                                  {kClientBandwidth, "bandwidth", "rate"}};
+  // Delay and bandwidth first: an abort ends the list, and Envoy also delays an aborted request.
+  static constexpr Ask kAsks[] = {{kClientDelay, "delay", "delay"},
+                                  {kClientBandwidth, "bandwidth", "rate"},
+                                  {kClientAbort, "abort", "status"}};
   for (const auto& ask : kAsks) {
     auto v = ex.request.headers.get(ask.header);
     if (!v) continue;
@@ -245,7 +249,7 @@ void FaultStage::client_header_faults(Exchange& ex, Decision& d, FaultExchangeSt
     std::vector<std::string> problems;
     ParamReader r{problems};
     auto fault = std::shared_ptr<const Fault>(parse_fault(spec, ask.header, r));
-    json line = {{"request", ex.route + "#client"}, {"rule", "client-header"}, {"unit", "request"},
+    json line = {{"request", key}, {"rule", "client-header"}, {"unit", "request"},
                  {"header", ask.header},           {"value", text}};
     if (!fault) {
       line["fired"] = false;
@@ -260,7 +264,7 @@ void FaultStage::client_header_faults(Exchange& ex, Decision& d, FaultExchangeSt
       continue;
     }
     st.holds_slot = true;
-    Draws draws{settings_.seed, "client-header", std::to_string(ex.id)};
+    Draws draws{settings_.seed, "client-header", key};
     auto applied = fault->on_request(ex, d, draws, "client-header");
     line["fired"] = true;
     line["fault"] = fault->type();
@@ -307,7 +311,9 @@ json FaultStage::report() const {
   json rules = json::array();
   json by_fault = json::object();
   std::uint64_t fired_total = 0;
+  std::set<std::string> current;
   for (const auto& rule : set->rules) {
+    current.insert(rule.name);
     auto fired = rule.counters->fired.load();
     fired_total += fired;
     by_fault[rule.fault->type()] = by_fault.value(rule.fault->type(), std::uint64_t{0}) + fired;
@@ -318,6 +324,22 @@ json FaultStage::report() const {
                      {"matched", rule.counters->matched.load()},
                      {"fired", fired},
                      {"capped", rule.counters->capped.load()}});
+  }
+  // Rules removed at runtime keep their counts, so the totals still add up to what the journal holds.
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [name, c] : counters_) {
+      if (current.count(name) || c->matched.load() == 0) continue;
+      auto fired = c->fired.load();
+      fired_total += fired;
+      by_fault[c->type] = by_fault.value(c->type, std::uint64_t{0}) + fired;
+      rules.push_back({{"name", name},
+                       {"fault", c->type},
+                       {"removed", true},
+                       {"matched", c->matched.load()},
+                       {"fired", fired},
+                       {"capped", c->capped.load()}});
+    }
   }
   json out = {{"seed", settings_.seed},
               {"rules_version", set->version},
@@ -346,8 +368,9 @@ std::string FaultStage::summary() const {
   if (r.contains("journal")) out += " (journal " + r["journal"].get<std::string>() + ")";
   out += "\n";
   for (const auto& rule : r["rules"]) {
-    out += "  " + rule["name"].get<std::string>() + " (" + rule["fault"].get<std::string>() + ", per " +
-           rule["per"].get<std::string>() + "): " + std::to_string(rule["matched"].get<std::uint64_t>()) +
+    std::string how = rule.contains("per") ? ", per " + rule["per"].get<std::string>() : ", removed";
+    out += "  " + rule["name"].get<std::string>() + " (" + rule["fault"].get<std::string>() + how + "): " +
+           std::to_string(rule["matched"].get<std::uint64_t>()) +
            " matched, " + std::to_string(rule["fired"].get<std::uint64_t>()) + " fired";
     if (rule["capped"].get<std::uint64_t>() > 0)
       out += ", " + std::to_string(rule["capped"].get<std::uint64_t>()) + " capped by max_active";
@@ -402,7 +425,16 @@ std::optional<AdminReply> FaultStage::admin(const AdminRequest& req) {
         for (const auto& existing : rules)
           if (existing["name"] == body["name"])
             return AdminReply{409, {{"error", "a rule named " + body["name"].dump() + " exists; PUT replaces all"}}};
-      if (body.is_object() && !body.contains("name")) body["name"] = "rule-" + std::to_string(rules.size() + 1);
+      if (body.is_object() && !body.contains("name")) {
+        auto taken = [&](const std::string& n) {
+          for (const auto& existing : rules)
+            if (existing["name"] == n) return true;
+          return false;
+        };
+        std::size_t k = rules.size() + 1;
+        while (taken("rule-" + std::to_string(k))) ++k;
+        body["name"] = "rule-" + std::to_string(k);
+      }
       rules.push_back(body);
       return apply(rules);
     }
@@ -414,17 +446,22 @@ std::optional<AdminReply> FaultStage::admin(const AdminRequest& req) {
     json kept = json::array();
     json found;
     for (const auto& r : rules) (r["name"] == name ? found : kept.emplace_back()) = r;
-    if (found.is_null()) return AdminReply{404, {{"error", "no rule named " + name}}};
-    if (req.method == "GET") return AdminReply{200, found};
-    if (req.method == "DELETE") return apply(kept);
-    if (req.method == "PUT") {
+    if (req.method == "PUT") {  // replaces the rule, or adds it when there is none of that name
       json body;
       if (auto bad = parse_body(body)) return *bad;
       if (body.is_object()) body["name"] = name;
+      bool replaced = false;
       for (auto& r : rules)
-        if (r["name"] == name) r = body;
+        if (r["name"] == name) {
+          r = body;
+          replaced = true;
+        }
+      if (!replaced) rules.push_back(body);
       return apply(rules);
     }
+    if (found.is_null()) return AdminReply{404, {{"error", "no rule named " + name}}};
+    if (req.method == "GET") return AdminReply{200, found};
+    if (req.method == "DELETE") return apply(kept);
     return AdminReply{405, {{"error", "use GET, PUT or DELETE on /rules/<name>"}}};
   }
   return AdminReply{404, {{"error", "unknown path " + req.path + " (try /rules or /report)"}}};

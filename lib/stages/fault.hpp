@@ -80,7 +80,7 @@ class FaultStage : public Stage {
   void install(std::vector<FaultRule> rules, std::uint64_t version);
   Millis since_start() const;
   bool take_active_slot();
-  void client_header_faults(Exchange& ex, Decision& d, FaultExchangeState& st);
+  void client_header_faults(Exchange& ex, Decision& d, FaultExchangeState& st, const std::string& key);
   nlohmann::json rules_json(const RuleSet& set) const;
 
   FaultSettings settings_;

@@ -95,8 +95,14 @@ std::optional<FaultRule> parse_fault_rule(const nlohmann::json& v, const std::st
   rule.given = v;
   if (v.contains("name")) {
     auto n = r.string(v["name"], json_path_key(path, "name"));
-    if (n && (n->empty() || !is_token(*n)))
-      r.fail(json_path_key(path, "name"), "a rule name is a non-empty token (letters, digits, - _ .)");
+    auto plain = [](const std::string& t) {
+      return !t.empty() && t.size() <= 64 &&
+             t.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") ==
+                 std::string::npos;
+    };
+    if (n && !plain(*n))
+      r.fail(json_path_key(path, "name"),
+             "a rule name is 1 to 64 letters, digits, '-', '_' or '.' (it appears in URLs and headers)");
     else if (n)
       rule.name = *n;
   }

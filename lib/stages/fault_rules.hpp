@@ -53,6 +53,7 @@ struct FaultRuleCounters {
   std::atomic<std::uint64_t> matched{0};  // units that matched and were in the window: the count-trigger n
   std::atomic<std::uint64_t> fired{0};
   std::atomic<std::uint64_t> capped{0};   // would have fired but max_active was reached
+  std::string type;                        // fault type of the latest rule with the name (FaultStage::mutex_)
 };
 
 enum class FaultUnit { Request, Connection };

@@ -199,6 +199,14 @@ TEST_SUITE("fault") {
       auto res = run_curl({"--max-time", "1", url(proxy.port())});
       CHECK(res.exit_code == 28);  // timed out: nothing ever came
       CHECK(ms_since(t0) >= 1000);
+      // A held connection does not hold up a stop for the whole drain timeout.
+      RawClient held(proxy.port());
+      held.send(get_request("/"));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      auto s0 = Clock::now();
+      proxy.stop();
+      CHECK(ms_since(s0) < 2000);
+      CHECK(held.wait_closed(std::chrono::milliseconds(1000)));
     }
     {
       ProxyFixture proxy(fault_scenario(echo_url(*up), one_rule("hole", {{"type", "blackhole"}, {"timeout", "300ms"}})));
@@ -383,5 +391,47 @@ TEST_SUITE("fault") {
     auto none = run_command({rproxy_binary(), "fault", "--to", to});
     CHECK(none.exit_code == 2);
     CHECK(none.err.find("no fault given") != std::string::npos);
+  }
+}
+
+TEST_SUITE("fault") {
+  TEST_CASE("fault: a rule on variant b faults only what the split sent to b, and the access log names it") {
+    auto a = start_echo("a");
+    auto b = start_echo("b");
+    TempDir dir;
+    Route r;
+    auto ua = upstream_spec(echo_url(*a));
+    ua.name = "a";
+    auto ub = upstream_spec(echo_url(*b));
+    ub.name = "b";
+    r.upstreams = {ua, ub};
+    r.stages.push_back(StageSpec{"split", "", {{"variants", {{{"name", "a"}}, {{"name", "b"}}}}}});
+    r.stages.push_back(StageSpec{"fault", "", one_rule("b-down", {{"type", "abort"}, {"status", 503}}, 1.0,
+                                                       {{"match", {{"variant", "b"}}}})});
+    auto s = make_scenario({r});
+    s.access_log.path = dir.file("access.log");
+    ProxyFixture proxy(s);
+    int on_a = 0, on_b = 0;
+    RawClient c(proxy.port());
+    for (int i = 0; i < 200; ++i) {
+      c.send(get_request("/"));
+      auto resp = c.read_response();
+      auto v = resp.header("X-Rproxy-Variant");
+      REQUIRE(v);
+      if (*v == "b") {
+        ++on_b;
+        CHECK(resp.status == 503);
+      } else {
+        ++on_a;
+        CHECK(resp.status == 200);
+      }
+    }
+    CHECK(on_a > 50);
+    CHECK(on_b > 50);
+    proxy.stop();
+    auto log = read_file(dir.file("access.log"));
+    int logged = 0;
+    for (std::size_t pos = 0; (pos = log.find("fault=b-down", pos)) != std::string::npos; ++pos) ++logged;
+    CHECK(logged == on_b);
   }
 }

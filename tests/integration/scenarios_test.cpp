@@ -54,6 +54,15 @@ TEST_CASE("scenarios: every example loads and routes traffic to its upstreams") 
     s.listeners = {ListenAddress{"127.0.0.1", 0}};
     s.access_log.path.clear();
     s.report.clear();
+    // Files stages write (fault journals) go to a scratch directory, not the working directory.
+    TempDir scratch;
+    auto relocate = [&](std::vector<StageSpec>& stages) {
+      for (auto& st : stages)
+        if (st.params.is_object() && st.params.contains("journal"))
+          st.params["journal"] = scratch.file(st.name + ".jsonl");
+    };
+    relocate(s.stages);
+    for (auto& route : s.routes) relocate(route.stages);
     ProxyFixture proxy(s);
     const auto& loaded = load_scenario(file);
     for (std::size_t i = 0; i < s.routes.size(); ++i) {

@@ -583,3 +583,49 @@ TEST_SUITE("fault") {
     CHECK(has_problem(route, "stages[0].params.rules[0].match.route: no route named \"nope\""));
   }
 }
+
+TEST_SUITE("fault") {
+  TEST_CASE("fault: admin edits: PUT on a rule adds or replaces it, POST names new rules uniquely, removed rules keep their counts") {
+    auto st = make_stage({{"rules", {rule("rule-2", kAbort, 0.0)}}});
+    auto post = st->admin({"POST", "/rules", json{{"fault", kAbort}}.dump()});
+    REQUIRE(post->status == 200);
+    CHECK(post->body["rules"][1]["name"] == "rule-3");  // rule-2 is taken
+    CHECK(st->admin({"PUT", "/rules/extra", json{{"fault", {{"type", "drop"}}}}.dump()})->status == 200);
+    CHECK(st->admin({"GET", "/rules/extra", ""})->body["fault"]["type"] == "drop");
+    CHECK(st->admin({"PUT", "/rules/extra", json{{"fault", kAbort}}.dump()})->status == 200);
+    CHECK(st->admin({"GET", "/rules/extra", ""})->body["fault"]["type"] == "abort");
+    for (int i = 0; i < 5; ++i) {
+      auto ex = request();
+      st->on_request(ex);
+    }
+    CHECK(st->admin({"DELETE", "/rules/rule-3", ""})->status == 200);
+    auto rep = st->report();
+    json removed;
+    for (const auto& r : rep["rules"])
+      if (r["name"] == "rule-3") removed = r;
+    REQUIRE(removed.is_object());
+    CHECK(removed["removed"] == true);
+    CHECK(removed["fired"] == 5);
+    CHECK(rep["faults_fired"] == 5);  // rule-3 fired on all five; "extra" and rule-2 never ran after it
+    CHECK(rep["by_fault"]["abort"] == 5);
+  }
+
+  TEST_CASE("fault: rule names are plain, since they appear in URLs and headers") {
+    for (const char* bad : {"a#b", "x%2F", "", "with space"}) {
+      CAPTURE(bad);
+      auto p = problems_of({{"rules", {{{"name", bad}, {"fault", kAbort}}}}});
+      CHECK(has_problem(p, "stages[0].params.rules[0].name"));
+    }
+    make_stage({{"rules", {{{"name", "pay-503_v1.2"}, {"fault", kAbort}}}}});
+  }
+
+  TEST_CASE("fault: a client asking for a delay and an abort gets both, delay first") {
+    auto st = make_stage({{"client_faults", true}});
+    auto ex = request();
+    ex.request.headers.add("X-Rproxy-Fault-Abort", "503");
+    ex.request.headers.add("X-Rproxy-Fault-Delay", "40ms");
+    auto d = st->on_request(ex);
+    CHECK(aborted(d));
+    CHECK(d.delay.count() == 40);
+  }
+}
