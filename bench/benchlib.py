@@ -113,6 +113,7 @@ def cmd_meta(out):
             "rproxy": "rproxy serve --workers 1",
             "rproxy-2w": "rproxy serve (default workers: one per core)",
             "rproxy-split": "rproxy split --workers 1, two variants 90/10 (the split stage's cost)",
+            "rproxy-fault": "rproxy fault --workers 1, three rules drawn per request, none firing (the fault stage's cost)",
             "direct": "wrk straight at the upstream nginx (reference, no proxy)",
         },
     }
@@ -192,7 +193,8 @@ def parse_wrk(text):
 
 
 # Why a row other than plain rproxy is not held to the acceptance targets.
-INFO_NOTE = {"rproxy-2w": "2 workers vs nginx's 1", "rproxy-split": "the split stage's cost, 1 worker"}
+INFO_NOTE = {"rproxy-2w": "2 workers vs nginx's 1", "rproxy-split": "the split stage's cost, 1 worker",
+             "rproxy-fault": "the fault stage's cost, 1 worker"}
 
 
 def median(values):

@@ -167,7 +167,7 @@ chmod 755 "$WORK" "$WORK/www" && chmod 644 "$WORK/www/1k" "$WORK/www/1m"
 PROBLEMS="$WORK/problems.txt"; : >"$PROBLEMS"
 SKIPPED="$WORK/skipped.tsv"; : >"$SKIPPED"
 
-read -r P_UP P_NGINX P_HAPROXY P_RP1 P_RP2 P_RPS < <(python3 "$LIB" ports 6)
+read -r P_UP P_NGINX P_HAPROXY P_RP1 P_RP2 P_RPS P_RPF < <(python3 "$LIB" ports 7)
 
 # start NAME LOGBASE CMD...: run CMD in the background, remember its pid under NAME
 start() {
@@ -289,12 +289,15 @@ start rproxy-2w "$WORK/logs/rproxy-2w" "$RPROXY" serve --listen "127.0.0.1:$P_RP
 # The cost of the split stage: 1 worker, two variants 90/10 (both on the one upstream).
 start rproxy-split "$WORK/logs/rproxy-split" "$RPROXY" split --listen "127.0.0.1:$P_RPS" --workers 1 \
   --to "a=http://127.0.0.1:$P_UP" --to "b=http://127.0.0.1:$P_UP" --weights 90,10 --quiet
+# The cost of the fault stage: 1 worker, three rules evaluated (drawn) on every request that never fire.
+start rproxy-fault "$WORK/logs/rproxy-fault" "$RPROXY" fault --listen "127.0.0.1:$P_RPF" --workers 1 \
+  --to "http://127.0.0.1:$P_UP" --abort 503@0% --reset 0% --latency 5ms@0% --quiet
 
 declare -A PORT=([direct]=$P_UP [nginx]=$P_NGINX [haproxy]=$P_HAPROXY [rproxy]=$P_RP1 [rproxy-2w]=$P_RP2
-                 [rproxy-split]=$P_RPS)
+                 [rproxy-split]=$P_RPS [rproxy-fault]=$P_RPF)
 declare -A PROC=([direct]=upstream [nginx]=nginx [haproxy]=haproxy [rproxy]=rproxy [rproxy-2w]=rproxy-2w
-                 [rproxy-split]=rproxy-split)
-CANDIDATES=(direct nginx haproxy rproxy rproxy-2w rproxy-split)
+                 [rproxy-split]=rproxy-split [rproxy-fault]=rproxy-fault)
+CANDIDATES=(direct nginx haproxy rproxy rproxy-2w rproxy-split rproxy-fault)
 TARGETS=()
 failed=0
 for t in "${CANDIDATES[@]}"; do
@@ -321,7 +324,7 @@ for t in "${CANDIDATES[@]}"; do
 done
 [[ $failed == 0 ]] || log "some proxies did not answer; they are left out of the table"
 log "rproxy: $RPROXY ($RPROXY_BUILD); peers: ${TARGETS[*]}"
-log "ports: upstream=$P_UP nginx=$P_NGINX haproxy=$P_HAPROXY rproxy=$P_RP1 rproxy-2w=$P_RP2 rproxy-split=$P_RPS"
+log "ports: upstream=$P_UP nginx=$P_NGINX haproxy=$P_HAPROXY rproxy=$P_RP1 rproxy-2w=$P_RP2 rproxy-split=$P_RPS rproxy-fault=$P_RPF"
 
 # ------------------------------------------------------------------------------------------ workloads
 # id, path, connections, wrk threads, description
