@@ -1,5 +1,7 @@
 // rproxy fault: turns fault flags into rules of one fault stage on the --to route. Every flag is one rule,
 // named after the flag, so its draws stay the same when other flags are added or removed.
+#include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 
@@ -37,12 +39,20 @@ std::optional<double> parse_probability(const std::string& flag, const std::stri
   }
   bool percent = text.back() == '%';
   std::string number = percent ? text.substr(0, text.size() - 1) : text;
-  if (number.empty() || number.find_first_not_of("0123456789.") != std::string::npos ||
-      std::count(number.begin(), number.end(), '.') > 1) {
+  // "1" alone is ambiguous (1% or 100%?): a fraction needs its decimal point.
+  bool shaped = !number.empty() && number.size() <= 12 && number.find_first_not_of("0123456789.") == std::string::npos &&
+                std::count(number.begin(), number.end(), '.') <= (percent ? 1 : 1) &&
+                (percent || number.find('.') != std::string::npos) && number != ".";
+  if (!shaped) {
     problems.push_back(expected);
     return std::nullopt;
   }
-  double v = std::stod(number) / (percent ? 100.0 : 1.0);
+  char* end = nullptr;
+  double v = std::strtod(number.c_str(), &end) / (percent ? 100.0 : 1.0);
+  if (end != number.c_str() + number.size()) {
+    problems.push_back(expected);
+    return std::nullopt;
+  }
   if (v < 0 || v > 1) {
     problems.push_back(flag + " " + text + ": a probability is from 0% to 100%");
     return std::nullopt;

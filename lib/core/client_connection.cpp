@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -1122,10 +1124,13 @@ struct ClientConnection::Impl {
         log_line("rproxy: response from " + url.text + " for " + ex.request.method + " " + log_target +
                  " ended early; passed on truncated");
       }
-      if (stream == StreamResult::Truncated && body.reset_after_truncate)
+      if (stream == StreamResult::Truncated && body.reset_after_truncate) {
+        // An RST discards what the socket has not sent yet: let the cut body leave first.
+        co_await wait_sent(std::min<Millis>(limits().write_timeout, Millis(2000)));
         reset_client();
-      else
+      } else {
         close_client();
+      }
       if (shadow) skip_shadow(*shadow, ex, "the primary response did not complete");
       shadow_done = true;
       co_return finish(false);
@@ -1143,9 +1148,15 @@ struct ClientConnection::Impl {
       drop_upstream();
     }
     if (body.close_delay.count() > 0) {
-      // Slow close: everything was sent; the FIN (from the lingering close after this exchange) is late.
-      co_await sleep(body.close_delay);
-      co_return finish(false);
+      // Slow close: everything was sent and the exchange is complete (logged, counted); only the FIN (from
+      // the lingering close after this exchange) is late. A drain does not wait for it.
+      finish(false);
+      auto until = SteadyClock::now() + body.close_delay;
+      while (!closed && !shared.draining.load(std::memory_order_relaxed) && SteadyClock::now() < until)
+        co_await sleep(std::min<Millis>(Millis(100), std::chrono::ceil<Millis>(until - SteadyClock::now())));
+      // The response went out long ago, so a plain close cannot cost the client its answer.
+      close_client();
+      co_return false;
     }
     co_return finish(keep_alive);
   }
@@ -1416,45 +1427,51 @@ struct ClientConnection::Impl {
       co_return last_read_eof ? ReadStatus::Eof : ReadStatus::Error;
     };
     auto t_start = SteadyClock::now();
-    bool sliced_any = false;
+    std::uint64_t slice_used = 0;
     while (true) {
       auto st = co_await read_body(reader, upstream->buf, piece, read_more);
       if (st == ReadStatus::Done) break;
       if (st != ReadStatus::Data) co_return StreamResult::UpstreamFailed;
       if (resp_capture) resp_capture->add(piece);
       if (cur_tee) cur_tee->response_body(piece);
+      bool cut = false;
       if (control.truncate_after && bytes_out + piece.size() >= *control.truncate_after) {
         piece.resize(static_cast<std::size_t>(*control.truncate_after - bytes_out));
-        co_await write_piece(client, client_deadline, out == OutFraming::Chunked ? OutFraming::Chunked : out, piece);
-        bytes_out += piece.size();
-        co_return StreamResult::Truncated;
+        cut = true;
       }
       if (control.throttle || control.slice_bytes) {
-        // Throttle: pace in slices of a tenth of a second's worth so the rate is smooth, not bursty.
-        // Slicing: pieces of slice_bytes with slice_delay between them.
-        std::size_t slice = control.slice_bytes
-                                ? static_cast<std::size_t>(control.slice_bytes)
-                                : std::max<std::size_t>(1, static_cast<std::size_t>(control.throttle / 10));
-        if (control.throttle && control.slice_bytes)
-          slice = std::min(slice, std::max<std::size_t>(1, static_cast<std::size_t>(control.throttle / 10)));
-        for (std::size_t off = 0; off < piece.size(); off += slice) {
-          std::string part = piece.substr(off, slice);
-          if (control.slice_bytes && control.slice_delay.count() > 0 && sliced_any)
-            co_await sleep(control.slice_delay);
-          sliced_any = true;
+        // Slicing: slice_bytes at a time with slice_delay between slices. Throttle: parts of a tenth of a
+        // second's worth, each leaving when its last byte is due, so N bytes take N / rate, never less.
+        std::size_t off = 0;
+        while (off < piece.size()) {
+          std::size_t n = piece.size() - off;
+          if (control.slice_bytes) {
+            if (slice_used >= control.slice_bytes) {
+              // A pause between slices earns the bandwidth limit no credit: the rate holds within slices.
+              auto paused = SteadyClock::now();
+              if (control.slice_delay.count() > 0) co_await sleep(control.slice_delay);
+              t_start += SteadyClock::now() - paused;
+              slice_used = 0;
+            }
+            n = std::min<std::size_t>(n, static_cast<std::size_t>(control.slice_bytes - slice_used));
+          }
           if (control.throttle) {
-            // A slice leaves when its last byte is due, so N bytes take N / rate, never less.
-            auto due = t_start + std::chrono::microseconds((bytes_out + part.size()) * 1000000 / control.throttle);
+            n = std::min<std::size_t>(n, std::max<std::size_t>(1, static_cast<std::size_t>(control.throttle / 10)));
+            auto due = t_start + std::chrono::microseconds((bytes_out + n) * 1000000 / control.throttle);
             auto now = SteadyClock::now();
             if (due > now) co_await sleep(std::chrono::ceil<std::chrono::milliseconds>(due - now));
           }
+          std::string part = piece.substr(off, n);
           if (!co_await write_piece(client, client_deadline, out, part)) co_return StreamResult::ClientFailed;
-          bytes_out += part.size();
+          bytes_out += n;
+          off += n;
+          slice_used += n;
         }
-        continue;
+      } else {
+        if (!co_await write_piece(client, client_deadline, out, piece)) co_return StreamResult::ClientFailed;
+        bytes_out += piece.size();
       }
-      if (!co_await write_piece(client, client_deadline, out, piece)) co_return StreamResult::ClientFailed;
-      bytes_out += piece.size();
+      if (cut) co_return StreamResult::Truncated;
     }
     if (!co_await write_end(client, client_deadline, out)) co_return StreamResult::ClientFailed;
     co_return StreamResult::Complete;
@@ -1536,6 +1553,16 @@ struct ClientConnection::Impl {
       }
     }
     co_return true;
+  }
+
+  // Waits (polling, at most `limit`) until the kernel has sent everything written to the client socket.
+  awaitable<void> wait_sent(Millis limit) {
+    auto until = SteadyClock::now() + limit;
+    while (!closed && SteadyClock::now() < until) {
+      int queued = 0;
+      if (::ioctl(client.native_handle(), SIOCOUTQ, &queued) != 0 || queued == 0) co_return;
+      co_await sleep(Millis(5));
+    }
   }
 
   // Holds the connection without answering: reads and discards until the client closes, a drain starts,

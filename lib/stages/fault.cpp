@@ -1,6 +1,7 @@
 #include "stages/fault.hpp"
 
 #include <cmath>
+#include <charconv>
 #include <cstdio>
 #include <set>
 
@@ -133,7 +134,9 @@ Decision FaultStage::on_connect(const ConnectionInfo& connection) {
   auto now = since_start();
   for (const auto& rule : set->rules) {
     if (!rule.at_connect() || !rule.in_window(now)) continue;
-    auto n = rule.counters->matched.fetch_add(1, std::memory_order_relaxed) + 1;
+    // For the connection unit, n is the connection's id (its accept ordinal), as at request time.
+    rule.counters->matched.fetch_add(1, std::memory_order_relaxed);
+    auto n = connection.id;
     Draws draws{settings_.seed, rule.name, key};
     double u = draws(0);
     bool fire = u < rule.probability && rule.count_allows(n);
@@ -185,6 +188,7 @@ Decision FaultStage::on_request(Exchange& ex) {
     if (fire && !state->holds_slot) {
       if (take_active_slot()) {
         state->holds_slot = true;
+        ex.stage_state[this] = state;  // from here on_complete releases the slot, whatever happens next
       } else {
         fire = false;
         line["fired"] = false;
@@ -207,7 +211,7 @@ Decision FaultStage::on_request(Exchange& ex) {
   }
   decide.unlock();
   for (const auto& line : lines) journal_.write(line);
-  if (settings_.client_faults && !ended) client_header_faults(ex, d, *state, key);
+  if (settings_.client_faults && !ended) client_header_faults(ex, d, state, key);
   if (!state->fired.empty()) {
     faulted_.fetch_add(1, std::memory_order_relaxed);
     std::string names;
@@ -220,7 +224,9 @@ Decision FaultStage::on_request(Exchange& ex) {
 
 // Envoy-style faults asked for by the client itself (off unless client_faults is set): abort, delay and
 // bandwidth from request headers, parsed by the same fault parsers as the rules.
-void FaultStage::client_header_faults(Exchange& ex, Decision& d, FaultExchangeState& st, const std::string& key) {
+void FaultStage::client_header_faults(Exchange& ex, Decision& d, const std::shared_ptr<FaultExchangeState>& state_ptr,
+                                      const std::string& key) {
+  auto& st = *state_ptr;
   struct Ask {
     const char* header;
     const char* type;
@@ -238,8 +244,8 @@ void FaultStage::client_header_faults(Exchange& ex, Decision& d, FaultExchangeSt
     json spec = {{"type", ask.type}};
     if (std::string(ask.type) == "abort") {
       int status = 0;
-      std::sscanf(text.c_str(), "%d", &status);
-      spec[ask.param] = status;
+      auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), status);
+      spec[ask.param] = ec == std::errc() && end == text.data() + text.size() ? status : 0;
     } else if (std::string(ask.type) == "delay" && !text.empty() &&
                text.find_first_not_of("0123456789") == std::string::npos) {
       spec[ask.param] = text + "ms";  // Envoy sends plain milliseconds
@@ -252,18 +258,24 @@ void FaultStage::client_header_faults(Exchange& ex, Decision& d, FaultExchangeSt
     json line = {{"request", key}, {"rule", "client-header"}, {"unit", "request"},
                  {"header", ask.header},           {"value", text}};
     if (!fault) {
+      client_counters_->matched.fetch_add(1, std::memory_order_relaxed);
       line["fired"] = false;
       line["error"] = problems.empty() ? "invalid" : problems.front();
       journal_.write(line);
       continue;
     }
     if (!st.holds_slot && !take_active_slot()) {
+      client_counters_->matched.fetch_add(1, std::memory_order_relaxed);
+      client_counters_->capped.fetch_add(1, std::memory_order_relaxed);
       line["fired"] = false;
       line["capped"] = true;
       journal_.write(line);
       continue;
     }
     st.holds_slot = true;
+    ex.stage_state[this] = state_ptr;
+    client_counters_->matched.fetch_add(1, std::memory_order_relaxed);
+    client_counters_->fired.fetch_add(1, std::memory_order_relaxed);
     Draws draws{settings_.seed, "client-header", key};
     auto applied = fault->on_request(ex, d, draws, "client-header");
     line["fired"] = true;
@@ -307,7 +319,16 @@ json FaultStage::rules_json(const RuleSet& set) const {
 }
 
 json FaultStage::report() const {
-  auto set = snapshot();
+  std::shared_ptr<const RuleSet> set;
+  std::map<std::string, std::shared_ptr<FaultRuleCounters>> counters;
+  std::map<std::string, std::string> types;
+  {
+    // One lock for the rules and the counters, so a rule added meanwhile is not taken for a removed one.
+    std::lock_guard lock(mutex_);
+    set = rules_;
+    counters = counters_;
+    for (const auto& [name, c] : counters_) types[name] = c->type;
+  }
   json rules = json::array();
   json by_fault = json::object();
   std::uint64_t fired_total = 0;
@@ -326,20 +347,28 @@ json FaultStage::report() const {
                      {"capped", rule.counters->capped.load()}});
   }
   // Rules removed at runtime keep their counts, so the totals still add up to what the journal holds.
-  {
-    std::lock_guard lock(mutex_);
-    for (const auto& [name, c] : counters_) {
-      if (current.count(name) || c->matched.load() == 0) continue;
-      auto fired = c->fired.load();
-      fired_total += fired;
-      by_fault[c->type] = by_fault.value(c->type, std::uint64_t{0}) + fired;
-      rules.push_back({{"name", name},
-                       {"fault", c->type},
-                       {"removed", true},
-                       {"matched", c->matched.load()},
-                       {"fired", fired},
-                       {"capped", c->capped.load()}});
-    }
+  for (const auto& [name, c] : counters) {
+    if (current.count(name) || c->matched.load() == 0) continue;
+    auto fired = c->fired.load();
+    fired_total += fired;
+    by_fault[types[name]] = by_fault.value(types[name], std::uint64_t{0}) + fired;
+    rules.push_back({{"name", name},
+                     {"fault", types[name]},
+                     {"removed", true},
+                     {"matched", c->matched.load()},
+                     {"fired", fired},
+                     {"capped", c->capped.load()}});
+  }
+  if (client_counters_->matched.load() > 0) {
+    auto fired = client_counters_->fired.load();
+    fired_total += fired;
+    by_fault["client-header"] = fired;
+    rules.push_back({{"name", "client-header"},
+                     {"fault", "client-header"},
+                     {"per", "request"},
+                     {"matched", client_counters_->matched.load()},
+                     {"fired", fired},
+                     {"capped", client_counters_->capped.load()}});
   }
   json out = {{"seed", settings_.seed},
               {"rules_version", set->version},
@@ -380,19 +409,26 @@ std::string FaultStage::summary() const {
 }
 
 std::vector<std::string> FaultStage::replace_rules(const json& rules) {
+  std::lock_guard lock(admin_mutex_);
+  return replace_rules_locked(rules);
+}
+
+std::vector<std::string> FaultStage::replace_rules_locked(const json& rules) {
   std::vector<std::string> problems;
   ParamReader r{problems};
   auto parsed = parse_fault_rules(rules, "rules", settings_.phases, r);
   if (!parsed) return problems;
   std::uint64_t version = snapshot()->version + 1;
-  install(std::move(*parsed), version);
+  // Journaled before the swap, so every decision under the new rules comes after this line.
   journal_.write({{"admin", "rules"}, {"version", version}, {"rules", rules}});
+  install(std::move(*parsed), version);
   log_line("rproxy: fault rules replaced (version " + std::to_string(version) + ", " +
            std::to_string(rules.size()) + " rules)");
   return {};
 }
 
 std::optional<AdminReply> FaultStage::admin(const AdminRequest& req) {
+  std::lock_guard admin_lock(admin_mutex_);
   auto set = snapshot();
   auto listing = [&](const RuleSet& s) { return json{{"version", s.version}, {"rules", rules_json(s)}}; };
   auto parse_body = [&](json& out) -> std::optional<AdminReply> {
@@ -404,7 +440,7 @@ std::optional<AdminReply> FaultStage::admin(const AdminRequest& req) {
     }
   };
   auto apply = [&](const json& rules) -> AdminReply {
-    auto problems = replace_rules(rules);
+    auto problems = replace_rules_locked(rules);
     if (!problems.empty()) return AdminReply{400, {{"error", "invalid rules"}, {"problems", problems}}};
     return AdminReply{200, listing(*snapshot())};
   };
@@ -420,6 +456,12 @@ std::optional<AdminReply> FaultStage::admin(const AdminRequest& req) {
     if (req.path == "/rules" && req.method == "POST") {
       json body;
       if (auto bad = parse_body(body)) return *bad;
+      {
+        std::vector<std::string> problems;
+        ParamReader r{problems};
+        if (!parse_fault_rule(body, "rule", settings_.phases, r))
+          return AdminReply{400, {{"error", "invalid rule"}, {"problems", problems}}};
+      }
       auto rules = rules_json(*set);
       if (body.is_object() && body.contains("name"))
         for (const auto& existing : rules)
@@ -450,6 +492,12 @@ std::optional<AdminReply> FaultStage::admin(const AdminRequest& req) {
       json body;
       if (auto bad = parse_body(body)) return *bad;
       if (body.is_object()) body["name"] = name;
+      {
+        std::vector<std::string> problems;
+        ParamReader r{problems};
+        if (!parse_fault_rule(body, "rule", settings_.phases, r))
+          return AdminReply{400, {{"error", "invalid rule"}, {"problems", problems}}};
+      }
       bool replaced = false;
       for (auto& r : rules)
         if (r["name"] == name) {

@@ -77,10 +77,12 @@ class FaultStage : public Stage {
     std::vector<FaultRule> rules;
   };
   std::shared_ptr<const RuleSet> snapshot() const;
+  std::vector<std::string> replace_rules_locked(const nlohmann::json& rules);
   void install(std::vector<FaultRule> rules, std::uint64_t version);
   Millis since_start() const;
   bool take_active_slot();
-  void client_header_faults(Exchange& ex, Decision& d, FaultExchangeState& st, const std::string& key);
+  void client_header_faults(Exchange& ex, Decision& d, const std::shared_ptr<FaultExchangeState>& state,
+                            const std::string& key);
   nlohmann::json rules_json(const RuleSet& set) const;
 
   FaultSettings settings_;
@@ -88,6 +90,9 @@ class FaultStage : public Stage {
   mutable std::mutex mutex_;  // guards rules_ and counters_ (held only to copy or swap pointers)
   std::shared_ptr<const RuleSet> rules_;
   std::map<std::string, std::shared_ptr<FaultRuleCounters>> counters_;
+  std::shared_ptr<FaultRuleCounters> client_counters_ = std::make_shared<FaultRuleCounters>();
+  // Serializes admin edits: each is a read-modify-install of the whole rule list.
+  std::mutex admin_mutex_;
   // Ordinals per route ("" for requests that matched none); the map is fixed at construction.
   std::map<std::string, std::unique_ptr<std::atomic<std::uint64_t>>> route_ordinals_;
   std::mutex decide_mutex_;  // one request's ordinal and rule counts are taken together

@@ -438,3 +438,50 @@ TEST_SUITE("fault") {
     CHECK(logged == on_b);
   }
 }
+
+TEST_SUITE("fault") {
+  TEST_CASE("fault: slicing and bandwidth together pause only between slices; a cut body is paced too") {
+    auto up = start_echo();
+    {
+      // 40 KB in 20 KB slices 500 ms apart at 100 KB/s: 0.2 s + 0.5 s + 0.2 s.
+      json params = {{"rules",
+                      {{{"name", "drip"}, {"fault", {{"type", "slice"}, {"size", "20KB"}, {"delay", "500ms"}}}},
+                       {{"name", "bw"}, {"fault", {{"type", "bandwidth"}, {"rate", "100KB/s"}}}}}}};
+      ProxyFixture proxy(fault_scenario(echo_url(*up), params));
+      auto t0 = Clock::now();
+      auto r = fetch(proxy.port(), get_request("/?size=40KB"), ReadOptions{false, std::chrono::milliseconds(10000)});
+      auto took = ms_since(t0);
+      MESSAGE("40 KB in 20 KB slices 500 ms apart at 100 KB/s took " << took << " ms");
+      CHECK(r.body.size() == 40000);
+      CHECK(took >= 880);
+      CHECK(took < 1400);
+    }
+    {
+      json params = {{"rules",
+                      {{{"name", "drip"}, {"fault", {{"type", "slice"}, {"size", 10}, {"delay", "50ms"}}}},
+                       {{"name", "cut"}, {"fault", {{"type", "truncate"}, {"after", 100}}}}}}};
+      ProxyFixture proxy(fault_scenario(echo_url(*up), params));
+      auto t0 = Clock::now();
+      auto r = fetch(proxy.port(), get_request("/?size=4000"));
+      auto took = ms_since(t0);
+      CHECK_FALSE(r.complete);
+      CHECK(r.body.size() == 100);
+      CHECK(took >= 450);  // ten slices, nine pauses: the cut piece went through the pacing too
+    }
+  }
+
+  TEST_CASE("fault: a slow close is logged at once and does not hold up a stop") {
+    auto up = start_echo();
+    ProxyFixture proxy(fault_scenario(echo_url(*up), one_rule("late-fin", {{"type", "slow_close"}, {"delay", "20s"}})));
+    RawClient c(proxy.port());
+    c.send(get_request("/"));
+    auto r = c.read_response();
+    CHECK(r.status == 200);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    CHECK(proxy.server().report()["stages"]["default/fault"]["active"] == 0);  // the exchange is complete
+    auto s0 = Clock::now();
+    proxy.stop();
+    CHECK(ms_since(s0) < 2000);
+    CHECK(c.wait_closed(std::chrono::milliseconds(1000)));
+  }
+}

@@ -629,3 +629,38 @@ TEST_SUITE("fault") {
     CHECK(d.delay.count() == 40);
   }
 }
+
+TEST_SUITE("fault") {
+  TEST_CASE("fault: concurrent admin edits are serialized: no rule is lost, names stay unique") {
+    auto st = make_stage({{"rules", json::array()}});
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 16; ++t)
+      threads.emplace_back([&st] {
+        auto reply = st->admin({"POST", "/rules", json{{"fault", {{"type", "delay"}, {"delay", "1ms"}}}}.dump()});
+        CHECK(reply->status == 200);
+      });
+    for (auto& t : threads) t.join();
+    auto list = st->admin({"GET", "/rules", ""})->body;
+    CHECK(list["version"] == 17);
+    std::set<std::string> names;
+    for (const auto& r : list["rules"]) names.insert(r["name"].get<std::string>());
+    CHECK(names.size() == 16);
+  }
+
+  TEST_CASE("fault: an invalid POSTed rule is reported against the body, not the merged list") {
+    auto st = make_stage({{"rules", {rule("a", kAbort)}}});
+    auto reply = st->admin({"POST", "/rules", R"({"fault": {"type": "abort", "status": 700}})"});
+    CHECK(reply->status == 400);
+    CHECK(has_problem(reply->body["problems"].get<std::vector<std::string>>(), "rule.fault.status"));
+  }
+
+  TEST_CASE("fault: client header faults are counted in the report like rules") {
+    auto st = make_stage({{"client_faults", true}});
+    auto ex = request();
+    ex.request.headers.add("X-Rproxy-Fault-Abort", "503");
+    st->on_request(ex);
+    auto rep = st->report();
+    CHECK(rep["faults_fired"] == 1);
+    CHECK(rep["by_fault"]["client-header"] == 1);
+  }
+}
