@@ -25,6 +25,7 @@ struct FaultFlags {
   std::optional<std::string> journal;
   std::optional<std::string> rules_file;
   std::optional<std::uint64_t> max_active;
+  std::optional<std::string> key_header;
   bool mark = false;
   bool client_faults = false;
 };
@@ -199,7 +200,7 @@ Scenario build_fault_scenario(const CommonFlags& common, const FaultFlags& f) {
   auto s = common.build();
   std::vector<std::string> problems;
   auto rules = build_rules(f, problems);
-  bool any_flag = !rules.empty() || f.journal || f.mark || f.client_faults || f.max_active;
+  bool any_flag = !rules.empty() || f.journal || f.mark || f.client_faults || f.max_active || f.key_header;
   if (!problems.empty()) throw ConfigError(problems);
   if (!any_flag) {
     for (const auto& st : s.stages)
@@ -215,6 +216,7 @@ Scenario build_fault_scenario(const CommonFlags& common, const FaultFlags& f) {
   if (f.mark) params["mark"] = true;
   if (f.client_faults) params["client_faults"] = true;
   if (f.max_active) params["max_active"] = *f.max_active;
+  if (f.key_header) params["key_header"] = *f.key_header;
   // On the --to route, or on the scenario's only route (after its stages, so after a split stage and rules
   // can match on the variant); with several routes, scenario-wide (before every route's stages).
   Route* target = !common.to.empty() || s.routes.size() == 1 ? &s.routes.back() : nullptr;
@@ -281,6 +283,8 @@ void setup_fault(CLI::App& app, CliState& state) {
       "FILE");
   sub->add_option("--max-active", flags->max_active, "At most N exchanges with a fault in progress [max_active]")
       ->type_name("N");
+  opt("--key-header", flags->key_header,
+      "Key requests that carry this header by its value instead of their arrival ordinal [key_header]", "NAME");
   sub->add_flag("--mark", flags->mark, "Add X-Rproxy-Fault: <rule> to faulted responses [mark]");
   sub->add_flag("--client-faults", flags->client_faults,
                 "Honour X-Rproxy-Fault-Abort/-Delay/-Bandwidth request headers [client_faults]");

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/access_log.hpp"
+#include "rproxy/http_parser.hpp"
 
 namespace rproxy::stages {
 
@@ -49,7 +50,8 @@ std::unique_ptr<Stage> FaultStage::create(const json& params, const std::string&
     r.fail(path, "expected an object, got " + json_describe(params));
     return nullptr;
   }
-  r.known_keys(params, path, {"seed", "journal", "mark", "client_faults", "max_active", "phases", "rules"});
+  r.known_keys(params, path,
+               {"seed", "journal", "mark", "client_faults", "max_active", "key_header", "phases", "rules"});
   FaultSettings s;
   s.seed = context.scenario.seed;
   if (params.contains("seed"))
@@ -57,6 +59,10 @@ std::unique_ptr<Stage> FaultStage::create(const json& params, const std::string&
   if (params.contains("journal")) {
     s.journal = r.string(params["journal"], json_path_key(path, "journal")).value_or("");
     if (s.journal.empty()) r.fail(json_path_key(path, "journal"), "expected a file name");
+  }
+  if (params.contains("key_header")) {
+    s.key_header = r.string(params["key_header"], json_path_key(path, "key_header")).value_or("");
+    if (!is_token(s.key_header)) r.fail(json_path_key(path, "key_header"), "expected a header name, e.g. X-Request-Id");
   }
   if (params.contains("mark")) s.mark = r.boolean(params["mark"], json_path_key(path, "mark")).value_or(false);
   if (params.contains("client_faults"))
@@ -168,7 +174,12 @@ Decision FaultStage::on_request(Exchange& ex) {
   std::vector<json> lines;
   std::unique_lock decide(decide_mutex_);
   const auto ordinal = it->second->fetch_add(1, std::memory_order_relaxed) + 1;
-  const std::string key = (ex.route.empty() ? std::string("-") : ex.route) + "#" + std::to_string(ordinal);
+  // With key_header, a request that carries it is keyed by its value: clients that tag their requests get
+  // the same faults whatever order concurrent requests arrive in (ordinals only promise that when every
+  // request on a route is alike).
+  std::string key = (ex.route.empty() ? std::string("-") : ex.route) + "#";
+  auto tagged = settings_.key_header.empty() ? std::nullopt : ex.request.headers.get(settings_.key_header);
+  key += tagged ? std::string(*tagged) : std::to_string(ordinal);
   const std::string conn_key = "conn#" + std::to_string(ex.connection);
   auto now = since_start();
   bool ended = false;

@@ -7,13 +7,16 @@
 //      "mark": false,                   // X-Rproxy-Fault: <rules> on faulted responses
 //      "client_faults": false,          // honour X-Rproxy-Fault-Abort/-Delay/-Bandwidth request headers
 //      "max_active": 0,                 // cap on exchanges with a fault in progress (0 = none)
+//      "key_header": "X-Request-Id",    // key tagged requests by this header instead of their ordinal
 //      "phases": [{"name": "baseline", "duration": "10s"}, {"name": "faults", "duration": "30s"},
 //                 {"name": "recovery"}],
 //      "rules": [ ... ]}}
 //
-// Reproducible: a request's key is "<route>#<ordinal of the request on its route>" ("conn#<id>" for the
-// connection unit) and every draw is unit_draw(seed, rule, key, index); the journal, sorted by key, is the
-// same on every run with the same seed and the same requests, whatever the concurrency.
+// Reproducible: a request's key is "<route>#<ordinal of the request on its route>" (or "<route>#<value of
+// key_header>" when the request carries it; "conn#<id>" for the connection unit) and every draw is
+// unit_draw(seed, rule, key, index). With ordinals, the journal sorted by key is the same on every run with
+// the same seed whenever the requests on a route are alike (any concurrency); when concurrent clients send
+// different requests, which request gets which ordinal depends on arrival, and key_header restores it.
 //
 // Live control (admin endpoint, /stages/<name>/rules): GET lists, PUT replaces all, POST adds one, DELETE
 // /rules/<name> removes one. A change swaps an immutable rule snapshot: new requests see it at once,
@@ -45,6 +48,7 @@ struct FaultSettings {
   bool mark = false;
   bool client_faults = false;
   std::uint64_t max_active = 0;
+  std::string key_header;  // "" = key requests by their ordinal on the route
   std::vector<FaultPhase> phases;
   nlohmann::json rules = nlohmann::json::array();
 };

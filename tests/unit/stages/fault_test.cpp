@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -662,5 +663,28 @@ TEST_SUITE("fault") {
     auto rep = st->report();
     CHECK(rep["faults_fired"] == 1);
     CHECK(rep["by_fault"]["client-header"] == 1);
+  }
+}
+
+TEST_SUITE("fault") {
+  TEST_CASE("fault: with key_header, tagged requests get the same faults in any arrival order") {
+    auto outcomes = [](bool reversed) {
+      auto st = make_stage({{"key_header", "X-Request-Id"}, {"rules", {rule("abort", kAbort, 0.3)}}});
+      std::map<int, bool> out;
+      for (int k = 0; k < 500; ++k) {
+        int i = reversed ? 499 - k : k;
+        auto ex = request();
+        ex.request.headers.add("X-Request-Id", "req-" + std::to_string(i));
+        out[i] = aborted(st->on_request(ex));
+      }
+      return out;
+    };
+    auto forward = outcomes(false);
+    CHECK(forward == outcomes(true));
+    int fired = 0;
+    for (const auto& [i, a] : forward) fired += a;
+    CHECK(fired > 100);
+    CHECK(fired < 200);
+    CHECK(has_problem(problems_of({{"key_header", "bad header"}}), "stages[0].params.key_header"));
   }
 }
