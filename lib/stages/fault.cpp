@@ -163,7 +163,14 @@ Decision FaultStage::on_connect(const ConnectionInfo& connection) {
 
 Decision FaultStage::on_request(Exchange& ex) {
   auto set = snapshot();
-  auto state = std::make_shared<FaultExchangeState>();
+  // Allocated only once something fires (or client faults may), and journal lines built only when there is
+  // a journal: a rule that is evaluated but does not fire should cost a hash, not a dozen allocations.
+  std::shared_ptr<FaultExchangeState> state;
+  auto state_of = [&]() -> FaultExchangeState& {
+    if (!state) state = std::make_shared<FaultExchangeState>();
+    return *state;
+  };
+  const bool journaling = journal_.is_open();
   Decision d;
   requests_.fetch_add(1, std::memory_order_relaxed);
   auto it = route_ordinals_.find(ex.route);
@@ -180,7 +187,7 @@ Decision FaultStage::on_request(Exchange& ex) {
   std::string key = (ex.route.empty() ? std::string("-") : ex.route) + "#";
   auto tagged = settings_.key_header.empty() ? std::nullopt : ex.request.headers.get(settings_.key_header);
   key += tagged ? std::string(*tagged) : std::to_string(ordinal);
-  const std::string conn_key = "conn#" + std::to_string(ex.connection);
+  std::string conn_key;
   auto now = since_start();
   bool ended = false;
   for (const auto& rule : set->rules) {
@@ -188,22 +195,30 @@ Decision FaultStage::on_request(Exchange& ex) {
     if (rule.at_connect() || !rule.in_window(now) || !rule.match.matches(ex)) continue;
     bool per_conn = rule.per == FaultUnit::Connection;
     auto n = per_conn ? ex.connection : rule.counters->matched.fetch_add(1, std::memory_order_relaxed) + 1;
-    if (per_conn) rule.counters->matched.fetch_add(1, std::memory_order_relaxed);
+    if (per_conn) {
+      rule.counters->matched.fetch_add(1, std::memory_order_relaxed);
+      if (conn_key.empty()) conn_key = "conn#" + std::to_string(ex.connection);
+    }
     Draws draws{settings_.seed, rule.name, per_conn ? std::string_view(conn_key) : std::string_view(key)};
     double u = draws(0);
     bool fire = u < rule.probability && rule.count_allows(n);
-    json line = {{"request", key},     {"rule", rule.name},       {"unit", unit_name(rule.per)}, {"n", n},
-                 {"draw", rounded(u)}, {"threshold", rule.probability}, {"fired", fire}};
-    if (per_conn) line["connection"] = ex.connection;
-    if (!rule.phase.empty()) line["phase"] = rule.phase;
-    if (fire && !state->holds_slot) {
+    json line;
+    if (journaling) {
+      line = {{"request", key},     {"rule", rule.name},       {"unit", unit_name(rule.per)}, {"n", n},
+              {"draw", rounded(u)}, {"threshold", rule.probability}, {"fired", fire}};
+      if (per_conn) line["connection"] = ex.connection;
+      if (!rule.phase.empty()) line["phase"] = rule.phase;
+    }
+    if (fire && !state_of().holds_slot) {
       if (take_active_slot()) {
         state->holds_slot = true;
         ex.stage_state[this] = state;  // from here on_complete releases the slot, whatever happens next
       } else {
         fire = false;
-        line["fired"] = false;
-        line["capped"] = true;
+        if (journaling) {
+          line["fired"] = false;
+          line["capped"] = true;
+        }
         rule.counters->capped.fetch_add(1, std::memory_order_relaxed);
       }
     }
@@ -213,16 +228,22 @@ Decision FaultStage::on_request(Exchange& ex) {
       // request while the choice holds for the whole connection.
       Draws param_draws{settings_.seed, rule.name, key};
       auto applied = rule.fault->on_request(ex, d, param_draws, rule.name);
-      line["fault"] = rule.fault->type();
-      line["params"] = applied;
+      if (journaling) {
+        line["fault"] = rule.fault->type();
+        line["params"] = applied;
+      }
       state->fired.push_back({rule.fault, rule.name, std::move(applied)});
       ended = rule.fault->terminal();
     }
-    lines.push_back(std::move(line));
+    if (journaling) lines.push_back(std::move(line));
   }
   decide.unlock();
   for (const auto& line : lines) journal_.write(line);
-  if (settings_.client_faults && !ended) client_header_faults(ex, d, state, key);
+  if (settings_.client_faults && !ended) {
+    state_of();
+    client_header_faults(ex, d, state, key);
+  }
+  if (!state) return d;
   if (!state->fired.empty()) {
     faulted_.fetch_add(1, std::memory_order_relaxed);
     std::string names;
