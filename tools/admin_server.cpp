@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "httplib_setup.hpp"
 #include "rproxy/http.hpp"  // iequals
 
 namespace rproxy {
@@ -94,31 +95,12 @@ BodyStatus read_body(const httplib::Request& req, httplib::Response& res,
 class AdminHttpServer final : public httplib::Server {
  public:
   explicit AdminHttpServer(AdminTarget target) : target_(std::move(target)) {
-    // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, which lets a second server share the port.
-    set_socket_options([](socket_t sock) {
-      int one = 1;
-      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    });
-    set_tcp_nodelay(true);
-    set_keep_alive_max_count(kKeepAliveMaxCount);
-    set_keep_alive_timeout(kKeepAliveTimeoutSec);
-    set_read_timeout(kIoTimeoutSec);
-    set_write_timeout(kIoTimeoutSec);
+    apply_server_defaults(*this, kKeepAliveMaxCount, kKeepAliveTimeoutSec, kIoTimeoutSec);
     set_payload_max_length(kMaxBody);
-
-    // "[\s\S]*" rather than ".*": a decoded path may contain a newline, which "." does not match.
-    const std::string any = "[\\s\\S]*";
-    auto plain = [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, nullptr); };
-    auto with_reader = [this](const httplib::Request& req, httplib::Response& res,
-                              const httplib::ContentReader& reader) { handle(req, res, &reader); };
     // Every method goes to handle(), so wrong methods get a JSON 405 instead of httplib's plain 404, and
-    // every body is read through the capped reader (the buffering handlers have no cap for chunked bodies).
-    Get(any, plain);  // HEAD is routed to the GET handlers
-    Options(any, plain);
-    Post(any, httplib::Server::HandlerWithContentReader(with_reader));
-    Put(any, httplib::Server::HandlerWithContentReader(with_reader));
-    Patch(any, httplib::Server::HandlerWithContentReader(with_reader));
-    Delete(any, httplib::Server::HandlerWithContentReader(with_reader));
+    // every body is read through the capped reader.
+    route_every_method(*this, [this](const httplib::Request& req, httplib::Response& res,
+                                     const httplib::ContentReader* reader) { handle(req, res, reader); });
     // Errors httplib produces itself (malformed request, 414, unroutable method) get a JSON body too.
     set_error_handler(httplib::Server::Handler([](const httplib::Request& req, httplib::Response& res) {
       const_cast<httplib::Request&>(req).ranges.clear();

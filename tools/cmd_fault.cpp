@@ -41,7 +41,8 @@ std::optional<double> parse_probability(const std::string& flag, const std::stri
   bool percent = text.back() == '%';
   std::string number = percent ? text.substr(0, text.size() - 1) : text;
   // "1" alone is ambiguous (1% or 100%?): a fraction needs its decimal point.
-  bool shaped = !number.empty() && number.size() <= 12 && number.find_first_not_of("0123456789.") == std::string::npos &&
+  bool shaped = !number.empty() && number.size() <= 12 &&
+                number.find_first_not_of("0123456789.") == std::string::npos &&
                 std::count(number.begin(), number.end(), '.') <= (percent ? 1 : 1) &&
                 (percent || number.find('.') != std::string::npos) && number != ".";
   if (!shaped) {
@@ -99,7 +100,8 @@ std::optional<nlohmann::json> parse_latency(const std::string& text, std::vector
     problems.push_back("--latency " + text + ": the jitter is larger than the delay");
     return std::nullopt;
   }
-  return nlohmann::json{{"distribution", "uniform"}, {"min", format_duration(b - j)}, {"max", format_duration(b + j)}};
+  return nlohmann::json{
+      {"distribution", "uniform"}, {"min", format_duration(b - j)}, {"max", format_duration(b + j)}};
 }
 
 nlohmann::json build_rules(const FaultFlags& f, std::vector<std::string>& problems) {
@@ -185,7 +187,8 @@ nlohmann::json build_rules(const FaultFlags& f, std::vector<std::string>& proble
         auto doc = nlohmann::json::parse(in);
         if (doc.is_object() && doc.contains("rules")) doc = doc["rules"];
         if (!doc.is_array())
-          problems.push_back("--rules " + *f.rules_file + ": expected an array of rules (or {\"rules\": [...]})");
+          problems.push_back("--rules " + *f.rules_file +
+                             ": expected an array of rules (or {\"rules\": [...]})");
         else
           for (auto& r : doc) rules.push_back(r);
       } catch (const nlohmann::json::parse_error& e) {
@@ -208,8 +211,9 @@ Scenario build_fault_scenario(const CommonFlags& common, const FaultFlags& f) {
     for (const auto& r : s.routes)
       for (const auto& st : r.stages)
         if (st.type == "fault") return s;
-    throw ConfigError({"rproxy fault: no fault given (e.g. --latency 200ms, --abort 503@10%, --reset 5%, "
-                       "--rules FILE, or a --scenario with a fault stage)"});
+    throw ConfigError(
+        {"rproxy fault: no fault given (e.g. --latency 200ms, --abort 503@10%, --reset 5%, "
+         "--rules FILE, or a --scenario with a fault stage)"});
   }
   nlohmann::json params = {{"rules", rules}};
   if (f.journal) params["journal"] = *f.journal;
@@ -225,10 +229,11 @@ Scenario build_fault_scenario(const CommonFlags& common, const FaultFlags& f) {
     if (target)
       for (const auto& st : target->stages) split_before = split_before || st.type == "split";
     if (!split_before)
-      throw ConfigError({"--on-variant " + *f.on_variant +
-                         ": no split stage runs before the fault stage; give a --scenario with one route that "
-                         "has a split stage (without --to), or put a fault stage after the split stage in the "
-                         "scenario file"});
+      throw ConfigError(
+          {"--on-variant " + *f.on_variant +
+           ": no split stage runs before the fault stage; give a --scenario with one route that "
+           "has a split stage (without --to), or put a fault stage after the split stage in the "
+           "scenario file"});
   }
   if (target)
     target->stages.push_back(StageSpec{"fault", "", params});
@@ -246,7 +251,8 @@ void setup_fault(CLI::App& app, CliState& state) {
   auto common = std::make_shared<CommonFlags>();
   auto flags = std::make_shared<FaultFlags>();
   auto* sub = app.add_subcommand(
-      "fault", "Inject reproducible HTTP and connection faults (latency, errors, resets, throttling), journaled");
+      "fault",
+      "Inject reproducible HTTP and connection faults (latency, errors, resets, throttling), journaled");
   common->add_to(*sub);
   auto opt = [&](const char* name, std::optional<std::string>& into, const char* help, const char* type) {
     sub->add_option(name, into, help)->type_name(type);
@@ -262,13 +268,15 @@ void setup_fault(CLI::App& app, CliState& state) {
   opt("--refuse", flags->refuse, "Reset this share of new connections as they are accepted", "P%");
   opt("--bandwidth", flags->bandwidth, "Limit the response body rate, e.g. 100KB/s", "RATE[@P%]");
   opt("--truncate", flags->truncate, "Cut the response body after this many bytes", "BYTES[@P%]");
-  opt("--slow-close", flags->slow_close, "Close after the response, sending the FIN this much later", "DUR[@P%]");
+  opt("--slow-close", flags->slow_close, "Close after the response, sending the FIN this much later",
+      "DUR[@P%]");
   opt("--slice", flags->slice, "Write the response body in pieces of SIZE bytes, DELAY apart, e.g. 64/10ms",
       "SIZE/DELAY[@P%]");
   sub->add_option("--per", flags->per, "Unit a probability applies to: request (default) or connection [per]")
       ->check(CLI::IsMember({"request", "connection"}))
       ->type_name("UNIT");
-  opt("--match-path", flags->match_path, "Fault only paths matching this glob, e.g. '/api/*' [match.path]", "GLOB");
+  opt("--match-path", flags->match_path, "Fault only paths matching this glob, e.g. '/api/*' [match.path]",
+      "GLOB");
   sub->add_option("--match-method", flags->match_method, "Fault only this method (repeatable) [match.method]")
       ->type_name("METHOD")
       ->allow_extra_args(false);
@@ -276,15 +284,17 @@ void setup_fault(CLI::App& app, CliState& state) {
                   "Fault only requests with this header (repeatable; VALUE * = present) [match.headers]")
       ->type_name("NAME=VALUE")
       ->allow_extra_args(false);
-  opt("--on-variant", flags->on_variant, "Fault only requests a split stage assigned to this variant [match.variant]",
-      "NAME");
+  opt("--on-variant", flags->on_variant,
+      "Fault only requests a split stage assigned to this variant [match.variant]", "NAME");
   opt("--journal", flags->journal, "Write one JSON line per fault decision to FILE [journal]", "FILE");
-  opt("--rules", flags->rules_file, "Add the rules in this JSON file (an array, or {\"rules\": [...]}) [rules]",
-      "FILE");
-  sub->add_option("--max-active", flags->max_active, "At most N exchanges with a fault in progress [max_active]")
+  opt("--rules", flags->rules_file,
+      "Add the rules in this JSON file (an array, or {\"rules\": [...]}) [rules]", "FILE");
+  sub->add_option("--max-active", flags->max_active,
+                  "At most N exchanges with a fault in progress [max_active]")
       ->type_name("N");
   opt("--key-header", flags->key_header,
-      "Key requests that carry this header by its value instead of their arrival ordinal [key_header]", "NAME");
+      "Key requests that carry this header by its value instead of their arrival ordinal [key_header]",
+      "NAME");
   sub->add_flag("--mark", flags->mark, "Add X-Rproxy-Fault: <rule> to faulted responses [mark]");
   sub->add_flag("--client-faults", flags->client_faults,
                 "Honour X-Rproxy-Fault-Abort/-Delay/-Bandwidth request headers [client_faults]");
@@ -294,22 +304,13 @@ void setup_fault(CLI::App& app, CliState& state) {
       "  rproxy fault --listen 127.0.0.1:9000 --to http://127.0.0.1:3000 --abort 503@10% --seed 42 --journal "
       "faults.jsonl\n"
       "  rproxy fault --listen 127.0.0.1:9000 --to http://127.0.0.1:3000 --reset 5%\n"
-      "  rproxy fault --to http://127.0.0.1:3000 --latency 100ms±50ms --bandwidth 100KB/s --admin 127.0.0.1:9901\n"
+      "  rproxy fault --to http://127.0.0.1:3000 --latency 100ms±50ms --bandwidth 100KB/s --admin "
+      "127.0.0.1:9901\n"
       "Every random choice is a function of the seed, the rule and the request's key (route and ordinal),\n"
       "so the same seed and requests give the same faults. The seed is printed at start and journaled.\n");
   sub->callback([common, flags, &state] {
-    try {
-      auto scenario = build_fault_scenario(*common, *flags);
-      if (common->print_scenario) {
-        print_scenario(scenario);
-        state.exit_code = kExitOk;
-        return;
-      }
-      state.exit_code = run_scenario(scenario, RunOptions{common->quiet});
-    } catch (const ConfigError& e) {
-      report_config_error(e);
-      state.exit_code = kExitUsage;
-    }
+    state.exit_code = print_or_run([&] { return build_fault_scenario(*common, *flags); },
+                                   common->print_scenario, common->quiet);
   });
 }
 

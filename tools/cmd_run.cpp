@@ -21,19 +21,12 @@ void setup_run(CLI::App& app, CliState& state) {
       ->type_name("FILE");
   sub->add_flag("--quiet", flags->quiet, "No live view on a terminal and no exit summary");
   sub->callback([flags, &state] {
-    try {
+    auto build = [&] {
       auto scenario = load_scenario(flags->file);
       if (flags->report) scenario.report = *flags->report;
-      if (flags->print_scenario) {
-        print_scenario(scenario);
-        state.exit_code = kExitOk;
-        return;
-      }
-      state.exit_code = run_scenario(scenario, RunOptions{flags->quiet});
-    } catch (const ConfigError& e) {
-      report_config_error(e);
-      state.exit_code = kExitUsage;
-    }
+      return scenario;
+    };
+    state.exit_code = print_or_run(build, flags->print_scenario, flags->quiet);
   });
 }
 

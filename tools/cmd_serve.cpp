@@ -16,18 +16,7 @@ void setup_serve(CLI::App& app, CliState& state) {
       "  rproxy serve --listen 127.0.0.1:9000 --route /api=http://127.0.0.1:3000 --route /=http://127.0.0.1:5173\n"
       "  rproxy serve --listen 127.0.0.1:9000 --to http://127.0.0.1:3001 --to http://127.0.0.1:3002\n");
   sub->callback([flags, &state] {
-    try {
-      auto scenario = flags->build();
-      if (flags->print_scenario) {
-        print_scenario(scenario);
-        state.exit_code = kExitOk;
-        return;
-      }
-      state.exit_code = run_scenario(scenario, RunOptions{flags->quiet});
-    } catch (const ConfigError& e) {
-      report_config_error(e);
-      state.exit_code = kExitUsage;
-    }
+    state.exit_code = print_or_run([&] { return flags->build(); }, flags->print_scenario, flags->quiet);
   });
 }
 

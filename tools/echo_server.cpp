@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "httplib_setup.hpp"
 #include "rproxy/scenario.hpp"
 
 namespace rproxy {
@@ -592,28 +593,9 @@ class EchoHttpServer final : public httplib::Server {
     payload_block_ = std::move(block);
 
     new_task_queue = [] { return new ThreadPerConnectionQueue(kMaxConnectionThreads); };
-    // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, which lets a second server share the port.
-    set_socket_options([](socket_t sock) {
-      int one = 1;
-      ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    });
-    set_tcp_nodelay(true);
-    set_keep_alive_max_count(kKeepAliveMaxCount);
-    set_keep_alive_timeout(kKeepAliveTimeoutSec);
-    set_read_timeout(kIoTimeoutSec);
-    set_write_timeout(kIoTimeoutSec);
-
-    // "[\s\S]*" rather than ".*": a decoded path may contain a newline, which "." does not match.
-    const std::string any = "[\\s\\S]*";
-    auto plain = [this](const httplib::Request& req, httplib::Response& res) { handle(req, res, nullptr); };
-    auto with_reader = [this](const httplib::Request& req, httplib::Response& res,
-                              const httplib::ContentReader& reader) { handle(req, res, &reader); };
-    Get(any, plain);  // HEAD is routed to the GET handlers
-    Options(any, plain);
-    Post(any, httplib::Server::HandlerWithContentReader(with_reader));
-    Put(any, httplib::Server::HandlerWithContentReader(with_reader));
-    Patch(any, httplib::Server::HandlerWithContentReader(with_reader));
-    Delete(any, httplib::Server::HandlerWithContentReader(with_reader));
+    apply_server_defaults(*this, kKeepAliveMaxCount, kKeepAliveTimeoutSec, kIoTimeoutSec);
+    route_every_method(*this, [this](const httplib::Request& req, httplib::Response& res,
+                                     const httplib::ContentReader* reader) { handle(req, res, reader); });
   }
 
   const EchoOptions& options() const { return options_; }

@@ -177,4 +177,18 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
   return server->exit_code();
 }
 
+int print_or_run(const std::function<Scenario()>& build, bool print, bool quiet) {
+  try {
+    auto scenario = build();
+    if (print) {
+      print_scenario(scenario);
+      return 0;
+    }
+    return run_scenario(scenario, RunOptions{quiet});
+  } catch (const ConfigError& e) {
+    report_config_error(e);
+    return 2;
+  }
+}
+
 }  // namespace rproxy::cli

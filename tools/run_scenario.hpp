@@ -2,6 +2,8 @@
 // SIGTERM, then drains. Every subcommand that proxies ends here.
 #pragma once
 
+#include <functional>
+
 #include "rproxy/scenario.hpp"
 
 namespace rproxy::cli {
@@ -14,6 +16,10 @@ struct RunOptions {
 // or cannot write the report). While serving, a terminal on stderr gets a live view of the stages'
 // summaries, refreshed every second; on exit the summary is printed and the scenario's report written.
 int run_scenario(const Scenario& scenario, const RunOptions& options = {});
+
+// print_or_run is every proxying subcommand's callback: build the scenario, then print it (--print-scenario)
+// or run it. A ConfigError from either step is printed as problem lines and gives exit code 2.
+int print_or_run(const std::function<Scenario()>& build, bool print, bool quiet);
 
 // write_file_atomically writes to PATH.tmp and renames it over PATH, so readers never see half a file.
 bool write_file_atomically(const std::string& path, const std::string& content, std::string& error);

@@ -1,7 +1,7 @@
 #include "stages/fault.hpp"
 
-#include <cmath>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <set>
 
@@ -28,10 +28,14 @@ constexpr const char* kClientAbort = "X-Rproxy-Fault-Abort";
 constexpr const char* kClientDelay = "X-Rproxy-Fault-Delay";
 constexpr const char* kClientBandwidth = "X-Rproxy-Fault-Bandwidth";
 
-std::string unit_name(FaultUnit u) { return u == FaultUnit::Connection ? "connection" : "request"; }
+std::string unit_name(FaultUnit u) {
+  return u == FaultUnit::Connection ? "connection" : "request";
+}
 
 // The journal's draw and threshold: rounded so the text is short and the same on every platform.
-double rounded(double v) { return std::round(v * 1e9) / 1e9; }
+double rounded(double v) {
+  return std::round(v * 1e9) / 1e9;
+}
 
 }  // namespace
 
@@ -42,8 +46,8 @@ FaultStage::FaultStage(FaultSettings settings, std::vector<FaultRule> rules, std
   install(std::move(rules), 1);
 }
 
-std::unique_ptr<Stage> FaultStage::create(const json& params, const std::string& path, const StageContext& context,
-                                          std::vector<std::string>& problems) {
+std::unique_ptr<Stage> FaultStage::create(const json& params, const std::string& path,
+                                          const StageContext& context, std::vector<std::string>& problems) {
   ParamReader r{problems};
   std::size_t before = problems.size();
   if (!params.is_object()) {
@@ -62,14 +66,19 @@ std::unique_ptr<Stage> FaultStage::create(const json& params, const std::string&
   }
   if (params.contains("key_header")) {
     s.key_header = r.string(params["key_header"], json_path_key(path, "key_header")).value_or("");
-    if (!is_token(s.key_header)) r.fail(json_path_key(path, "key_header"), "expected a header name, e.g. X-Request-Id");
+    if (!is_token(s.key_header))
+      r.fail(json_path_key(path, "key_header"), "expected a header name, e.g. X-Request-Id");
   }
-  if (params.contains("mark")) s.mark = r.boolean(params["mark"], json_path_key(path, "mark")).value_or(false);
+  if (params.contains("mark"))
+    s.mark = r.boolean(params["mark"], json_path_key(path, "mark")).value_or(false);
   if (params.contains("client_faults"))
-    s.client_faults = r.boolean(params["client_faults"], json_path_key(path, "client_faults")).value_or(false);
+    s.client_faults =
+        r.boolean(params["client_faults"], json_path_key(path, "client_faults")).value_or(false);
   if (params.contains("max_active"))
-    s.max_active = r.integer(params["max_active"], json_path_key(path, "max_active"), 0, 1u << 30).value_or(0);
-  if (params.contains("phases")) s.phases = parse_fault_phases(params["phases"], json_path_key(path, "phases"), r);
+    s.max_active =
+        r.integer(params["max_active"], json_path_key(path, "max_active"), 0, 1u << 30).value_or(0);
+  if (params.contains("phases"))
+    s.phases = parse_fault_phases(params["phases"], json_path_key(path, "phases"), r);
   std::vector<FaultRule> rules;
   if (params.contains("rules")) {
     s.rules = params["rules"];
@@ -146,8 +155,9 @@ Decision FaultStage::on_connect(const ConnectionInfo& connection) {
     Draws draws{settings_.seed, rule.name, key};
     double u = draws(0);
     bool fire = u < rule.probability && rule.count_allows(n);
-    json line = {{"request", key},     {"rule", rule.name},       {"unit", "connection"}, {"n", n},
-                 {"draw", rounded(u)}, {"threshold", rule.probability}, {"fired", fire}};
+    json line = {{"request", key}, {"rule", rule.name},  {"unit", "connection"},
+                 {"n", n},         {"draw", rounded(u)}, {"threshold", rule.probability},
+                 {"fired", fire}};
     if (!rule.phase.empty()) line["phase"] = rule.phase;
     if (fire) {
       rule.counters->fired.fetch_add(1, std::memory_order_relaxed);
@@ -204,8 +214,9 @@ Decision FaultStage::on_request(Exchange& ex) {
     bool fire = u < rule.probability && rule.count_allows(n);
     json line;
     if (journaling) {
-      line = {{"request", key},     {"rule", rule.name},       {"unit", unit_name(rule.per)}, {"n", n},
-              {"draw", rounded(u)}, {"threshold", rule.probability}, {"fired", fire}};
+      line = {{"request", key}, {"rule", rule.name},  {"unit", unit_name(rule.per)},
+              {"n", n},         {"draw", rounded(u)}, {"threshold", rule.probability},
+              {"fired", fire}};
       if (per_conn) line["connection"] = ex.connection;
       if (!rule.phase.empty()) line["phase"] = rule.phase;
     }
@@ -256,7 +267,8 @@ Decision FaultStage::on_request(Exchange& ex) {
 
 // Envoy-style faults asked for by the client itself (off unless client_faults is set): abort, delay and
 // bandwidth from request headers, parsed by the same fault parsers as the rules.
-void FaultStage::client_header_faults(Exchange& ex, Decision& d, const std::shared_ptr<FaultExchangeState>& state_ptr,
+void FaultStage::client_header_faults(Exchange& ex, Decision& d,
+                                      const std::shared_ptr<FaultExchangeState>& state_ptr,
                                       const std::string& key) {
   auto& st = *state_ptr;
   struct Ask {
@@ -287,8 +299,11 @@ void FaultStage::client_header_faults(Exchange& ex, Decision& d, const std::shar
     std::vector<std::string> problems;
     ParamReader r{problems};
     auto fault = std::shared_ptr<const Fault>(parse_fault(spec, ask.header, r));
-    json line = {{"request", key}, {"rule", "client-header"}, {"unit", "request"},
-                 {"header", ask.header},           {"value", text}};
+    json line = {{"request", key},
+                 {"rule", "client-header"},
+                 {"unit", "request"},
+                 {"header", ask.header},
+                 {"value", text}};
     if (!fault) {
       client_counters_->matched.fetch_add(1, std::memory_order_relaxed);
       line["fired"] = false;
@@ -430,9 +445,9 @@ std::string FaultStage::summary() const {
   out += "\n";
   for (const auto& rule : r["rules"]) {
     std::string how = rule.contains("per") ? ", per " + rule["per"].get<std::string>() : ", removed";
-    out += "  " + rule["name"].get<std::string>() + " (" + rule["fault"].get<std::string>() + how + "): " +
-           std::to_string(rule["matched"].get<std::uint64_t>()) +
-           " matched, " + std::to_string(rule["fired"].get<std::uint64_t>()) + " fired";
+    out += "  " + rule["name"].get<std::string>() + " (" + rule["fault"].get<std::string>() + how +
+           "): " + std::to_string(rule["matched"].get<std::uint64_t>()) + " matched, " +
+           std::to_string(rule["fired"].get<std::uint64_t>()) + " fired";
     if (rule["capped"].get<std::uint64_t>() > 0)
       out += ", " + std::to_string(rule["capped"].get<std::uint64_t>()) + " capped by max_active";
     out += "\n";
@@ -498,7 +513,8 @@ std::optional<AdminReply> FaultStage::admin(const AdminRequest& req) {
       if (body.is_object() && body.contains("name"))
         for (const auto& existing : rules)
           if (existing["name"] == body["name"])
-            return AdminReply{409, {{"error", "a rule named " + body["name"].dump() + " exists; PUT replaces all"}}};
+            return AdminReply{
+                409, {{"error", "a rule named " + body["name"].dump() + " exists; PUT replaces all"}}};
       if (body.is_object() && !body.contains("name")) {
         auto taken = [&](const std::string& n) {
           for (const auto& existing : rules)

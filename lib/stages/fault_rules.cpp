@@ -65,7 +65,8 @@ std::vector<FaultPhase> parse_fault_phases(const nlohmann::json& v, const std::s
     }
     r.known_keys(ph, ip, {"name", "duration"});
     FaultPhase p;
-    if (auto n = ph.contains("name") ? r.string(ph["name"], json_path_key(ip, "name")) : std::nullopt) p.name = *n;
+    if (auto n = ph.contains("name") ? r.string(ph["name"], json_path_key(ip, "name")) : std::nullopt)
+      p.name = *n;
     if (p.name.empty()) r.fail(json_path_key(ip, "name"), "every phase needs a name");
     if (!names.insert(p.name).second) r.fail(json_path_key(ip, "name"), "\"" + p.name + "\" is listed twice");
     p.start = at;
@@ -89,8 +90,9 @@ std::optional<FaultRule> parse_fault_rule(const nlohmann::json& v, const std::st
     return std::nullopt;
   }
   std::size_t before = r.problems.size();
-  r.known_keys(v, path,
-               {"name", "match", "per", "probability", "first", "every", "after", "window", "phase", "fault"});
+  r.known_keys(
+      v, path,
+      {"name", "match", "per", "probability", "first", "every", "after", "window", "phase", "fault"});
   FaultRule rule;
   rule.given = v;
   if (v.contains("name")) {
@@ -134,7 +136,8 @@ std::optional<FaultRule> parse_fault_rule(const nlohmann::json& v, const std::st
         const auto& h = m["headers"];
         auto hp = json_path_key(mp, "headers");
         if (!h.is_object()) {
-          r.fail(hp, "expected an object of header names to values (\"*\" = present), got " + json_describe(h));
+          r.fail(hp,
+                 "expected an object of header names to values (\"*\" = present), got " + json_describe(h));
         } else {
           for (const auto& [name, value] : h.items()) {
             auto val = r.string(value, json_path_key(hp, name));
@@ -152,7 +155,8 @@ std::optional<FaultRule> parse_fault_rule(const nlohmann::json& v, const std::st
     if (per && *per == "connection")
       rule.per = FaultUnit::Connection;
     else if (per && *per != "request")
-      r.fail(json_path_key(path, "per"), "expected \"request\" or \"connection\" (the unit a probability and counts apply to)");
+      r.fail(json_path_key(path, "per"),
+             "expected \"request\" or \"connection\" (the unit a probability and counts apply to)");
   }
   if (v.contains("probability")) {
     const auto& p = v["probability"];
@@ -191,7 +195,8 @@ std::optional<FaultRule> parse_fault_rule(const nlohmann::json& v, const std::st
       }
       if (!found) {
         r.fail(json_path_key(path, "phase"),
-               "no phase named \"" + *ph + "\"" + (list.empty() ? " (the stage defines no phases)" : " (phases: " + list + ")"));
+               "no phase named \"" + *ph + "\"" +
+                   (list.empty() ? " (the stage defines no phases)" : " (phases: " + list + ")"));
       } else if (v.contains("window")) {
         r.fail(path, "give either \"phase\" or \"window\", not both");
       } else {
@@ -207,16 +212,18 @@ std::optional<FaultRule> parse_fault_rule(const nlohmann::json& v, const std::st
     rule.fault = std::move(f);
   }
   if (rule.fault && rule.fault->only_at_connect() && rule.per != FaultUnit::Connection)
-    r.fail(json_path_key(path, "per"), "a " + rule.fault->type() + " fault acts on connections: set \"per\": \"connection\"");
+    r.fail(json_path_key(path, "per"),
+           "a " + rule.fault->type() + " fault acts on connections: set \"per\": \"connection\"");
   if (rule.fault && rule.fault->only_at_connect() && !rule.match.empty())
-    r.fail(json_path_key(path, "match"), "a " + rule.fault->type() +
-                                             " fault acts before any request is read, so it cannot match on one");
+    r.fail(json_path_key(path, "match"),
+           "a " + rule.fault->type() + " fault acts before any request is read, so it cannot match on one");
   if (r.problems.size() != before) return std::nullopt;
   return rule;
 }
 
 std::optional<std::vector<FaultRule>> parse_fault_rules(const nlohmann::json& v, const std::string& path,
-                                                        const std::vector<FaultPhase>& phases, ParamReader& r) {
+                                                        const std::vector<FaultPhase>& phases,
+                                                        ParamReader& r) {
   if (!v.is_array()) {
     r.fail(path, "expected an array of rules, got " + json_describe(v));
     return std::nullopt;
@@ -230,7 +237,8 @@ std::optional<std::vector<FaultRule>> parse_fault_rules(const nlohmann::json& v,
     if (!rule) continue;
     if (rule->name.empty()) rule->name = "rule-" + std::to_string(i + 1);
     if (!names.insert(rule->name).second) {
-      r.fail(json_path_key(ip, "name"), "\"" + rule->name + "\" is used by another rule (names key the draws)");
+      r.fail(json_path_key(ip, "name"),
+             "\"" + rule->name + "\" is used by another rule (names key the draws)");
       continue;
     }
     out.push_back(std::move(*rule));

@@ -29,11 +29,11 @@
 namespace rproxy::stages {
 
 struct FaultMatch {
-  std::vector<std::string> methods;              // empty = any
-  std::optional<std::string> path;               // glob on the path (query ignored): '*' is any run of bytes
+  std::vector<std::string> methods;  // empty = any
+  std::optional<std::string> path;   // glob on the path (query ignored): '*' is any run of bytes
   std::vector<std::pair<std::string, std::string>> headers;  // name → exact value, "*" = present
   std::optional<std::string> route;
-  std::optional<std::string> variant;            // set by a split stage that ran earlier
+  std::optional<std::string> variant;  // set by a split stage that ran earlier
   bool empty() const { return methods.empty() && !path && headers.empty() && !route && !variant; }
   bool matches(const Exchange& ex) const;
 };
@@ -52,8 +52,8 @@ struct FaultPhase {
 struct FaultRuleCounters {
   std::atomic<std::uint64_t> matched{0};  // units that matched and were in the window: the count-trigger n
   std::atomic<std::uint64_t> fired{0};
-  std::atomic<std::uint64_t> capped{0};   // would have fired but max_active was reached
-  std::string type;                        // fault type of the latest rule with the name (FaultStage::mutex_)
+  std::atomic<std::uint64_t> capped{0};  // would have fired but max_active was reached
+  std::string type;                      // fault type of the latest rule with the name (FaultStage::mutex_)
 };
 
 enum class FaultUnit { Request, Connection };
@@ -89,6 +89,7 @@ std::optional<FaultRule> parse_fault_rule(const nlohmann::json& v, const std::st
 // parse_fault_rules reads an array of rules and checks that names are unique (a rule without a name gets
 // "rule-<index+1>").
 std::optional<std::vector<FaultRule>> parse_fault_rules(const nlohmann::json& v, const std::string& path,
-                                                        const std::vector<FaultPhase>& phases, ParamReader& r);
+                                                        const std::vector<FaultPhase>& phases,
+                                                        ParamReader& r);
 
 }  // namespace rproxy::stages

@@ -74,7 +74,8 @@ std::vector<std::string> sorted_lines(const std::string& path) {
 TEST_SUITE("fault") {
   TEST_CASE("fault: a fixed 200 ms latency adds 200-215 ms at the median and never less than 200 ms") {
     auto up = start_echo();
-    ProxyFixture proxy(fault_scenario(echo_url(*up), one_rule("latency", {{"type", "delay"}, {"delay", "200ms"}})));
+    ProxyFixture proxy(
+        fault_scenario(echo_url(*up), one_rule("latency", {{"type", "delay"}, {"delay", "200ms"}})));
     std::vector<long long> samples;
     std::mutex m;
     std::vector<std::thread> threads;
@@ -94,8 +95,8 @@ TEST_SUITE("fault") {
     for (auto& t : threads) t.join();
     std::sort(samples.begin(), samples.end());
     auto median = samples[samples.size() / 2];
-    MESSAGE("200 ms latency over 40 requests: min " << samples.front() << " us, median " << median << " us, max "
-                                                    << samples.back() << " us");
+    MESSAGE("200 ms latency over 40 requests: min " << samples.front() << " us, median " << median
+                                                    << " us, max " << samples.back() << " us");
     CHECK(samples.front() >= 200000);
     CHECK(median >= 200000);
     CHECK(median <= 215000);
@@ -104,7 +105,8 @@ TEST_SUITE("fault") {
   TEST_CASE("fault: a 10% abort over 10,000 requests lands in the 99.9% interval; 0% gives none, 100% all") {
     auto up = start_echo();
     {
-      ProxyFixture proxy(fault_scenario(echo_url(*up), one_rule("abort", {{"type", "abort"}, {"status", 503}}, 0.1)));
+      ProxyFixture proxy(
+          fault_scenario(echo_url(*up), one_rule("abort", {{"type", "abort"}, {"status", 503}}, 0.1)));
       int n = count_status(proxy.port(), 10000, 4, 503);
       MESSAGE("10% abort: " << n << " of 10,000 requests got 503 (99.9% interval 901-1099)");
       CHECK(n >= 901);
@@ -113,11 +115,13 @@ TEST_SUITE("fault") {
       CHECK(proxy.server().report()["stages"]["default/fault"]["rules"][0]["fired"] == n);
     }
     {
-      ProxyFixture proxy(fault_scenario(echo_url(*up), one_rule("abort", {{"type", "abort"}, {"status", 503}}, 0.0)));
+      ProxyFixture proxy(
+          fault_scenario(echo_url(*up), one_rule("abort", {{"type", "abort"}, {"status", 503}}, 0.0)));
       CHECK(count_status(proxy.port(), 2000, 4, 200) == 2000);
     }
     {
-      ProxyFixture proxy(fault_scenario(echo_url(*up), one_rule("abort", {{"type", "abort"}, {"status", 503}}, 1.0)));
+      ProxyFixture proxy(
+          fault_scenario(echo_url(*up), one_rule("abort", {{"type", "abort"}, {"status", 503}}, 1.0)));
       CHECK(count_status(proxy.port(), 2000, 4, 503) == 2000);
     }
   }
@@ -125,12 +129,14 @@ TEST_SUITE("fault") {
   TEST_CASE("fault: two runs with the same seed and 8 concurrent clients write identical journals") {
     auto up = start_echo();
     TempDir dir;
-    json params = {{"rules",
-                    {{{"name", "abort"}, {"probability", 0.1}, {"fault", {{"type", "abort"}, {"status", 503}}}},
-                     {{"name", "jitter"},
-                      {"probability", 0.3},
-                      {"fault", {{"type", "delay"}, {"delay", {{"distribution", "uniform"}, {"min", "0"}, {"max", "3ms"}}}}}},
-                     {{"name", "cut"}, {"every", 7}, {"fault", {{"type", "truncate"}, {"after", 10}}}}}}};
+    json params = {
+        {"rules",
+         {{{"name", "abort"}, {"probability", 0.1}, {"fault", {{"type", "abort"}, {"status", 503}}}},
+          {{"name", "jitter"},
+           {"probability", 0.3},
+           {"fault",
+            {{"type", "delay"}, {"delay", {{"distribution", "uniform"}, {"min", "0"}, {"max", "3ms"}}}}}},
+          {{"name", "cut"}, {"every", 7}, {"fault", {{"type", "truncate"}, {"after", 10}}}}}}};
     auto run = [&](const std::string& journal) {
       params["journal"] = journal;
       ProxyFixture proxy(fault_scenario(echo_url(*up), params));
@@ -149,9 +155,13 @@ TEST_SUITE("fault") {
     };
     auto a = run(dir.file("a.jsonl"));
     auto b = run(dir.file("b.jsonl"));
-    CHECK(a.size() == 1 + 480 * 3 - static_cast<std::size_t>(std::count_if(a.begin(), a.end(), [](const std::string& l) {
-                                 return l.find("\"fault\":\"abort\"") != std::string::npos;
-                               })) * 2);
+    CHECK(a.size() == 1 + 480 * 3 -
+                          static_cast<std::size_t>(std::count_if(a.begin(), a.end(),
+                                                                 [](const std::string& l) {
+                                                                   return l.find("\"fault\":\"abort\"") !=
+                                                                          std::string::npos;
+                                                                 })) *
+                              2);
     CHECK(a == b);
     MESSAGE("journal lines per run: " << a.size());
   }
@@ -172,12 +182,14 @@ TEST_SUITE("fault") {
     }
     {
       // A reset in the middle of the body: the head and 1000 bytes arrive, then the RST.
-      ProxyFixture proxy(fault_scenario(echo_url(*up), one_rule("midway", {{"type", "reset"}, {"after", 1000}})));
+      ProxyFixture proxy(
+          fault_scenario(echo_url(*up), one_rule("midway", {{"type", "reset"}, {"after", 1000}})));
       auto res = run_curl({"-o", "/dev/null", url(proxy.port(), "/?size=100000")});
       CHECK(res.exit_code == 56);
     }
     {
-      ProxyFixture proxy(fault_scenario(echo_url(*up), one_rule("cut", {{"type", "truncate"}, {"after", 1000}})));
+      ProxyFixture proxy(
+          fault_scenario(echo_url(*up), one_rule("cut", {{"type", "truncate"}, {"after", 1000}})));
       auto res = run_curl({"-o", "/dev/null", "-w", "%{size_download}", url(proxy.port(), "/?size=100000")});
       CHECK(res.exit_code == 18);  // partial file: the body is shorter than its Content-Length
       CHECK(res.out == "1000");
@@ -212,7 +224,8 @@ TEST_SUITE("fault") {
       CHECK(held.wait_closed(std::chrono::milliseconds(1000)));
     }
     {
-      ProxyFixture proxy(fault_scenario(echo_url(*up), one_rule("hole", {{"type", "blackhole"}, {"timeout", "300ms"}})));
+      ProxyFixture proxy(
+          fault_scenario(echo_url(*up), one_rule("hole", {{"type", "blackhole"}, {"timeout", "300ms"}})));
       auto t0 = Clock::now();
       auto res = run_curl({url(proxy.port())});
       auto took = ms_since(t0);
@@ -224,8 +237,10 @@ TEST_SUITE("fault") {
 
   TEST_CASE("fault: a 100 KB/s bandwidth limit moves 1000 KB in 10.0-10.5 s") {
     auto up = start_echo();
-    ProxyFixture proxy(fault_scenario(echo_url(*up), one_rule("bw", {{"type", "bandwidth"}, {"rate", "100KB/s"}})));
-    auto res = run_curl({"-o", "/dev/null", "-w", "%{size_download} %{time_total}", url(proxy.port(), "/?size=1000KB")});
+    ProxyFixture proxy(
+        fault_scenario(echo_url(*up), one_rule("bw", {{"type", "bandwidth"}, {"rate", "100KB/s"}})));
+    auto res = run_curl(
+        {"-o", "/dev/null", "-w", "%{size_download} %{time_total}", url(proxy.port(), "/?size=1000KB")});
     REQUIRE(res.exit_code == 0);
     std::uint64_t size = 0;
     double seconds = 0;
@@ -239,7 +254,9 @@ TEST_SUITE("fault") {
   TEST_CASE("fault: request bandwidth, slicing and slow close shape the timing") {
     auto up = start_echo();
     {
-      ProxyFixture proxy(fault_scenario(echo_url(*up), one_rule("up", {{"type", "bandwidth"}, {"rate", "100KB/s"}, {"direction", "request"}})));
+      ProxyFixture proxy(fault_scenario(
+          echo_url(*up),
+          one_rule("up", {{"type", "bandwidth"}, {"rate", "100KB/s"}, {"direction", "request"}})));
       std::string body(50000, 'x');
       auto t0 = Clock::now();
       auto r = fetch(proxy.port(), "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 50000\r\n\r\n" + body);
@@ -250,7 +267,8 @@ TEST_SUITE("fault") {
       CHECK(took < 1500);
     }
     {
-      ProxyFixture proxy(fault_scenario(echo_url(*up), one_rule("drip", {{"type", "slice"}, {"size", 100}, {"delay", "20ms"}})));
+      ProxyFixture proxy(fault_scenario(
+          echo_url(*up), one_rule("drip", {{"type", "slice"}, {"size", 100}, {"delay", "20ms"}})));
       auto t0 = Clock::now();
       auto r = fetch(proxy.port(), get_request("/?size=1000"));
       auto took = ms_since(t0);
@@ -260,7 +278,8 @@ TEST_SUITE("fault") {
       CHECK(took >= 180);  // 10 slices, 9 gaps of 20 ms
     }
     {
-      ProxyFixture proxy(fault_scenario(echo_url(*up), one_rule("late-fin", {{"type", "slow_close"}, {"delay", "400ms"}})));
+      ProxyFixture proxy(
+          fault_scenario(echo_url(*up), one_rule("late-fin", {{"type", "slow_close"}, {"delay", "400ms"}})));
       RawClient c(proxy.port());
       auto t0 = Clock::now();
       c.send(get_request("/"));
@@ -294,9 +313,10 @@ TEST_SUITE("fault") {
     auto up = start_echo();
     ProxyFixture proxy(fault_scenario(echo_url(*up), one_rule("slow", {{"type", "delay"}, {"delay", "1s"}})));
     ProxyServer* srv = &proxy.server();
-    AdminServer admin(ListenAddress{"127.0.0.1", 0},
-                      AdminTarget{[srv] { return srv->report(); }, [srv] { return srv->stage_names(); },
-                                  [srv](const std::string& st, const AdminRequest& req) { return srv->admin(st, req); }});
+    AdminServer admin(
+        ListenAddress{"127.0.0.1", 0},
+        AdminTarget{[srv] { return srv->report(); }, [srv] { return srv->stage_names(); },
+                    [srv](const std::string& st, const AdminRequest& req) { return srv->admin(st, req); }});
     admin.start();
     // Three requests in flight under the slow rule.
     std::vector<HttpResponse> slow(3);
@@ -310,9 +330,10 @@ TEST_SUITE("fault") {
       });
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     auto t0 = Clock::now();
-    auto put = run_curl({"-X", "PUT", "--data-binary",
-                         json::array({{{"name", "abort"}, {"fault", {{"type", "abort"}, {"status", 503}}}}}).dump(),
-                         admin.url() + "/stages/default/fault/rules"});
+    auto put =
+        run_curl({"-X", "PUT", "--data-binary",
+                  json::array({{{"name", "abort"}, {"fault", {{"type", "abort"}, {"status", 503}}}}}).dump(),
+                  admin.url() + "/stages/default/fault/rules"});
     auto put_ms = ms_since(t0);
     REQUIRE(put.exit_code == 0);
     CHECK(json::parse(put.out)["version"] == 2);
@@ -335,7 +356,8 @@ TEST_SUITE("fault") {
     auto up = start_echo();
     auto to = echo_url(*up);
     {
-      auto rp = spawn_rproxy({"fault", "--listen", "127.0.0.1:0", "--to", to, "--latency", "200ms", "--quiet"});
+      auto rp =
+          spawn_rproxy({"fault", "--listen", "127.0.0.1:0", "--to", to, "--latency", "200ms", "--quiet"});
       auto t0 = Clock::now();
       auto res = run_curl({url(rp.port)});
       CHECK(res.exit_code == 0);
@@ -346,8 +368,8 @@ TEST_SUITE("fault") {
     {
       TempDir dir;
       auto journal = dir.file("faults.jsonl");
-      auto rp = spawn_rproxy({"fault", "--listen", "127.0.0.1:0", "--to", to, "--abort", "503@10%", "--seed", "42",
-                              "--journal", journal});
+      auto rp = spawn_rproxy({"fault", "--listen", "127.0.0.1:0", "--to", to, "--abort", "503@10%", "--seed",
+                              "42", "--journal", journal});
       CHECK(rp.proc->stderr_text().find("rproxy: fault seed 42, journal " + journal) != std::string::npos);
       int aborted = 0;
       for (int i = 0; i < 100; ++i) aborted += fetch(rp.port, get_request("/")).status == 503;
@@ -355,7 +377,9 @@ TEST_SUITE("fault") {
       CHECK(rp.proc->wait_exit(std::chrono::milliseconds(5000)) == 0);
       auto lines = sorted_lines(journal);
       REQUIRE(lines.size() == 101);
-      CHECK(std::count_if(lines.begin(), lines.end(), [](const std::string& l) { return l.find("\"fired\":true") != std::string::npos; }) == aborted);
+      CHECK(std::count_if(lines.begin(), lines.end(), [](const std::string& l) {
+              return l.find("\"fired\":true") != std::string::npos;
+            }) == aborted);
       CHECK(rp.proc->stderr_text().find(std::to_string(aborted) + " fired") != std::string::npos);
     }
     {
@@ -367,8 +391,9 @@ TEST_SUITE("fault") {
       rp.proc->signal(SIGTERM);
       rp.proc->wait_exit(std::chrono::milliseconds(5000));
     }
-    auto printed = run_command({rproxy_binary(), "fault", "--to", to, "--latency", "100ms±50ms", "--bandwidth", "100KB/s",
-                                "--truncate", "1000", "--blackhole", "10%", "--print-scenario"});
+    auto printed =
+        run_command({rproxy_binary(), "fault", "--to", to, "--latency", "100ms±50ms", "--bandwidth",
+                     "100KB/s", "--truncate", "1000", "--blackhole", "10%", "--print-scenario"});
     REQUIRE(printed.exit_code == 0);
     auto doc = json::parse(printed.out);
     auto rules = doc["routes"][0]["stages"][0]["params"]["rules"];
@@ -409,8 +434,9 @@ TEST_SUITE("fault") {
     ub.name = "b";
     r.upstreams = {ua, ub};
     r.stages.push_back(StageSpec{"split", "", {{"variants", {{{"name", "a"}}, {{"name", "b"}}}}}});
-    r.stages.push_back(StageSpec{"fault", "", one_rule("b-down", {{"type", "abort"}, {"status", 503}}, 1.0,
-                                                       {{"match", {{"variant", "b"}}}})});
+    r.stages.push_back(StageSpec{
+        "fault", "",
+        one_rule("b-down", {{"type", "abort"}, {"status", 503}}, 1.0, {{"match", {{"variant", "b"}}}})});
     auto s = make_scenario({r});
     s.access_log.path = dir.file("access.log");
     ProxyFixture proxy(s);
@@ -444,12 +470,14 @@ TEST_SUITE("fault") {
     auto up = start_echo();
     {
       // 40 KB in 20 KB slices 500 ms apart at 100 KB/s: 0.2 s + 0.5 s + 0.2 s.
-      json params = {{"rules",
-                      {{{"name", "drip"}, {"fault", {{"type", "slice"}, {"size", "20KB"}, {"delay", "500ms"}}}},
-                       {{"name", "bw"}, {"fault", {{"type", "bandwidth"}, {"rate", "100KB/s"}}}}}}};
+      json params = {
+          {"rules",
+           {{{"name", "drip"}, {"fault", {{"type", "slice"}, {"size", "20KB"}, {"delay", "500ms"}}}},
+            {{"name", "bw"}, {"fault", {{"type", "bandwidth"}, {"rate", "100KB/s"}}}}}}};
       ProxyFixture proxy(fault_scenario(echo_url(*up), params));
       auto t0 = Clock::now();
-      auto r = fetch(proxy.port(), get_request("/?size=40KB"), ReadOptions{false, std::chrono::milliseconds(10000)});
+      auto r = fetch(proxy.port(), get_request("/?size=40KB"),
+                     ReadOptions{false, std::chrono::milliseconds(10000)});
       auto took = ms_since(t0);
       MESSAGE("40 KB in 20 KB slices 500 ms apart at 100 KB/s took " << took << " ms");
       CHECK(r.body.size() == 40000);
@@ -472,7 +500,8 @@ TEST_SUITE("fault") {
 
   TEST_CASE("fault: a slow close is logged at once and does not hold up a stop") {
     auto up = start_echo();
-    ProxyFixture proxy(fault_scenario(echo_url(*up), one_rule("late-fin", {{"type", "slow_close"}, {"delay", "20s"}})));
+    ProxyFixture proxy(
+        fault_scenario(echo_url(*up), one_rule("late-fin", {{"type", "slow_close"}, {"delay", "20s"}})));
     RawClient c(proxy.port());
     c.send(get_request("/"));
     auto r = c.read_response();

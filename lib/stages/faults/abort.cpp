@@ -26,7 +26,8 @@ class AbortFault : public Fault {
     r.status = status_;
     r.headers = headers_;
     // The default body says what happened, so nobody mistakes an injected failure for a real one.
-    r.body = body_ ? *body_ : "fault injected by rproxy (rule " + rule + "): " + std::to_string(status_) + "\n";
+    r.body =
+        body_ ? *body_ : "fault injected by rproxy (rule " + rule + "): " + std::to_string(status_) + "\n";
     if (!r.headers.has("Content-Type")) r.headers.add("Content-Type", "text/plain; charset=utf-8");
     d.kind = Decision::Kind::Respond;
     d.response = std::move(r);
@@ -65,7 +66,8 @@ std::unique_ptr<Fault> parse_abort_fault(const nlohmann::json& v, const std::str
           r.fail(json_path_key(hp, name), "not a valid header field");
           continue;
         }
-        if (iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding") || iequals(name, "Connection")) {
+        if (iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding") ||
+            iequals(name, "Connection")) {
           r.fail(json_path_key(hp, name), "framing headers are set by rproxy");
           continue;
         }

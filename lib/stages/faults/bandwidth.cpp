@@ -27,7 +27,8 @@ class BandwidthFault : public Fault {
 
 }  // namespace
 
-std::unique_ptr<Fault> parse_bandwidth_fault(const nlohmann::json& v, const std::string& path, ParamReader& r) {
+std::unique_ptr<Fault> parse_bandwidth_fault(const nlohmann::json& v, const std::string& path,
+                                             ParamReader& r) {
   r.known_keys(v, path, {"type", "rate", "direction"});
   std::size_t before = r.problems.size();
   std::uint64_t rate = 0;

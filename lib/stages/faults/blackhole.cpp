@@ -31,11 +31,13 @@ class BlackholeFault : public Fault {
 
 }  // namespace
 
-std::unique_ptr<Fault> parse_blackhole_fault(const nlohmann::json& v, const std::string& path, ParamReader& r) {
+std::unique_ptr<Fault> parse_blackhole_fault(const nlohmann::json& v, const std::string& path,
+                                             ParamReader& r) {
   r.known_keys(v, path, {"type", "timeout"});
   std::size_t before = r.problems.size();
   Millis timeout{0};
-  if (v.contains("timeout")) timeout = r.duration(v["timeout"], json_path_key(path, "timeout")).value_or(Millis{0});
+  if (v.contains("timeout"))
+    timeout = r.duration(v["timeout"], json_path_key(path, "timeout")).value_or(Millis{0});
   if (r.problems.size() != before) return nullptr;
   return std::make_unique<BlackholeFault>(timeout);
 }

@@ -39,15 +39,22 @@ class DelayFault : public Fault {
         j["delay"] = {{"distribution", "uniform"}, {"min", ms(s_.a_ms)}, {"max", ms(s_.b)}};
         break;
       case Dist::Normal:
-        j["delay"] = {{"distribution", "normal"}, {"mean", ms(s_.a_ms)}, {"stddev", ms(s_.b)},
-                      {"min", ms(s_.min_ms)}, {"max", ms(s_.max_ms)}};
+        j["delay"] = {{"distribution", "normal"},
+                      {"mean", ms(s_.a_ms)},
+                      {"stddev", ms(s_.b)},
+                      {"min", ms(s_.min_ms)},
+                      {"max", ms(s_.max_ms)}};
         break;
       case Dist::Lognormal:
-        j["delay"] = {{"distribution", "lognormal"}, {"median", ms(s_.a_ms)}, {"sigma", s_.b},
-                      {"min", ms(s_.min_ms)}, {"max", ms(s_.max_ms)}};
+        j["delay"] = {{"distribution", "lognormal"},
+                      {"median", ms(s_.a_ms)},
+                      {"sigma", s_.b},
+                      {"min", ms(s_.min_ms)},
+                      {"max", ms(s_.max_ms)}};
         break;
       case Dist::Pareto:
-        j["delay"] = {{"distribution", "pareto"}, {"scale", ms(s_.a_ms)}, {"shape", s_.b}, {"max", ms(s_.max_ms)}};
+        j["delay"] = {
+            {"distribution", "pareto"}, {"scale", ms(s_.a_ms)}, {"shape", s_.b}, {"max", ms(s_.max_ms)}};
         break;
     }
     j["at"] = s_.at_response ? "response" : "request";
@@ -104,7 +111,8 @@ std::unique_ptr<Fault> parse_delay_fault(const nlohmann::json& v, const std::str
   if (v.contains("at")) {
     auto at = r.string(v["at"], json_path_key(path, "at"));
     if (at && *at != "request" && *at != "response")
-      r.fail(json_path_key(path, "at"), "expected \"request\" (before forwarding) or \"response\" (before responding)");
+      r.fail(json_path_key(path, "at"),
+             "expected \"request\" (before forwarding) or \"response\" (before responding)");
     s.at_response = at && *at == "response";
   }
   auto dp = json_path_key(path, "delay");
@@ -128,7 +136,8 @@ std::unique_ptr<Fault> parse_delay_fault(const nlohmann::json& v, const std::str
       return 1;
     }
     if (!d[key].is_number() || d[key].get<double>() <= lo) {
-      r.fail(kp, "expected a number above " + std::to_string(static_cast<int>(lo)) + ", got " + json_describe(d[key]));
+      r.fail(kp, "expected a number above " + std::to_string(static_cast<int>(lo)) + ", got " +
+                     json_describe(d[key]));
       return 1;
     }
     return d[key].get<double>();
@@ -181,7 +190,8 @@ std::unique_ptr<Fault> parse_delay_fault(const nlohmann::json& v, const std::str
     } else {
       std::string list;
       for (const char* n : kDistNames) list += (list.empty() ? "" : ", ") + std::string(n);
-      r.fail(json_path_key(dp, "distribution"), "unknown distribution \"" + dist + "\" (known: " + list + ")");
+      r.fail(json_path_key(dp, "distribution"),
+             "unknown distribution \"" + dist + "\" (known: " + list + ")");
     }
     if (s.max_ms < s.min_ms) r.fail(json_path_key(dp, "max"), "must not be below the minimum");
   } else {

@@ -64,13 +64,16 @@ std::vector<std::string> fault_types();
 // own keys ("type" is always allowed).
 std::unique_ptr<Fault> parse_abort_fault(const nlohmann::json& v, const std::string& path, ParamReader& r);
 std::unique_ptr<Fault> parse_delay_fault(const nlohmann::json& v, const std::string& path, ParamReader& r);
-std::unique_ptr<Fault> parse_bandwidth_fault(const nlohmann::json& v, const std::string& path, ParamReader& r);
+std::unique_ptr<Fault> parse_bandwidth_fault(const nlohmann::json& v, const std::string& path,
+                                             ParamReader& r);
 std::unique_ptr<Fault> parse_truncate_fault(const nlohmann::json& v, const std::string& path, ParamReader& r);
 std::unique_ptr<Fault> parse_headers_fault(const nlohmann::json& v, const std::string& path, ParamReader& r);
 std::unique_ptr<Fault> parse_reset_fault(const nlohmann::json& v, const std::string& path, ParamReader& r);
 std::unique_ptr<Fault> parse_drop_fault(const nlohmann::json& v, const std::string& path, ParamReader& r);
-std::unique_ptr<Fault> parse_blackhole_fault(const nlohmann::json& v, const std::string& path, ParamReader& r);
-std::unique_ptr<Fault> parse_slow_close_fault(const nlohmann::json& v, const std::string& path, ParamReader& r);
+std::unique_ptr<Fault> parse_blackhole_fault(const nlohmann::json& v, const std::string& path,
+                                             ParamReader& r);
+std::unique_ptr<Fault> parse_slow_close_fault(const nlohmann::json& v, const std::string& path,
+                                              ParamReader& r);
 std::unique_ptr<Fault> parse_slice_fault(const nlohmann::json& v, const std::string& path, ParamReader& r);
 std::unique_ptr<Fault> parse_refuse_fault(const nlohmann::json& v, const std::string& path, ParamReader& r);
 

@@ -1,7 +1,8 @@
 // headers: drop or rewrite request headers (before forwarding) and response headers (before the client
 // gets them), with the same set/add/remove rules as the headers stage.
-#include "stages/faults/fault.hpp"
 #include "stages/headers.hpp"
+
+#include "stages/faults/fault.hpp"
 
 namespace rproxy::stages {
 
@@ -33,7 +34,8 @@ std::unique_ptr<Fault> parse_headers_fault(const nlohmann::json& v, const std::s
   r.known_keys(v, path, {"type", "request", "response"});
   std::size_t before = r.problems.size();
   HeaderEdits request, response;
-  if (v.contains("request")) parse_header_edits(v["request"], json_path_key(path, "request"), request, r.problems);
+  if (v.contains("request"))
+    parse_header_edits(v["request"], json_path_key(path, "request"), request, r.problems);
   if (v.contains("response"))
     parse_header_edits(v["response"], json_path_key(path, "response"), response, r.problems);
   if (request.empty() && response.empty() && r.problems.size() == before)

@@ -14,11 +14,16 @@ struct Entry {
 };
 
 constexpr Entry kFaults[] = {
-    {"abort", parse_abort_fault},         {"delay", parse_delay_fault},
-    {"bandwidth", parse_bandwidth_fault}, {"truncate", parse_truncate_fault},
-    {"headers", parse_headers_fault},     {"reset", parse_reset_fault},
-    {"drop", parse_drop_fault},           {"blackhole", parse_blackhole_fault},
-    {"slow_close", parse_slow_close_fault}, {"slice", parse_slice_fault},
+    {"abort", parse_abort_fault},
+    {"delay", parse_delay_fault},
+    {"bandwidth", parse_bandwidth_fault},
+    {"truncate", parse_truncate_fault},
+    {"headers", parse_headers_fault},
+    {"reset", parse_reset_fault},
+    {"drop", parse_drop_fault},
+    {"blackhole", parse_blackhole_fault},
+    {"slow_close", parse_slow_close_fault},
+    {"slice", parse_slice_fault},
     {"refuse", parse_refuse_fault},
 };
 
@@ -41,7 +46,8 @@ std::vector<std::string> fault_types() {
 
 std::unique_ptr<Fault> parse_fault(const nlohmann::json& v, const std::string& path, ParamReader& reader) {
   if (!v.is_object()) {
-    reader.fail(path, "expected a fault object like {\"type\": \"abort\", \"status\": 503}, got " + json_describe(v));
+    reader.fail(
+        path, "expected a fault object like {\"type\": \"abort\", \"status\": 503}, got " + json_describe(v));
     return nullptr;
   }
   std::string list;

@@ -10,7 +10,9 @@ class TruncateFault : public Fault {
  public:
   TruncateFault(std::uint64_t after, bool reset) : after_(after), reset_(reset) {}
   std::string type() const override { return "truncate"; }
-  nlohmann::json to_json() const override { return {{"type", "truncate"}, {"after", after_}, {"reset", reset_}}; }
+  nlohmann::json to_json() const override {
+    return {{"type", "truncate"}, {"after", after_}, {"reset", reset_}};
+  }
   nlohmann::json on_request(Exchange&, Decision& d, const Draws&, const std::string&) const override {
     d.truncate_after = after_;
     d.reset_after_truncate = reset_;
@@ -24,7 +26,8 @@ class TruncateFault : public Fault {
 
 }  // namespace
 
-std::unique_ptr<Fault> parse_truncate_fault(const nlohmann::json& v, const std::string& path, ParamReader& r) {
+std::unique_ptr<Fault> parse_truncate_fault(const nlohmann::json& v, const std::string& path,
+                                            ParamReader& r) {
   r.known_keys(v, path, {"type", "after", "reset"});
   std::size_t before = r.problems.size();
   std::uint64_t after = 0;

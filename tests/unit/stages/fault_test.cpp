@@ -58,7 +58,8 @@ bool has_problem(const std::vector<std::string>& problems, const std::string& te
   return false;
 }
 
-Exchange request(const std::string& method = "GET", const std::string& target = "/", const std::string& route = "default") {
+Exchange request(const std::string& method = "GET", const std::string& target = "/",
+                 const std::string& route = "default") {
   Exchange ex;
   ex.request.method = method;
   ex.request.target = target;
@@ -76,7 +77,9 @@ json rule(const std::string& name, json fault, double p = 1.0) {
 
 const json kAbort = {{"type", "abort"}, {"status", 503}};
 
-bool aborted(const Decision& d) { return d.kind == Decision::Kind::Respond && d.response && d.response->status == 503; }
+bool aborted(const Decision& d) {
+  return d.kind == Decision::Kind::Respond && d.response && d.response->status == 503;
+}
 
 std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream in(path);
@@ -115,7 +118,8 @@ TEST_SUITE("fault") {
     CHECK(hi > 0.999);
   }
 
-  TEST_CASE("fault: a 10% abort over 10,000 requests lands in the 99.9% binomial interval; 0% none, 100% all") {
+  TEST_CASE(
+      "fault: a 10% abort over 10,000 requests lands in the 99.9% binomial interval; 0% none, 100% all") {
     auto ten = make_stage({{"rules", {rule("abort", kAbort, 0.1)}}});
     int n10 = 0;
     for (int i = 0; i < 10000; ++i) {
@@ -174,10 +178,14 @@ TEST_SUITE("fault") {
 
   TEST_CASE("fault: journals of concurrent runs with one seed are identical once sorted by request key") {
     auto journal_of = [](const std::string& path) {
-      auto st = make_stage({{"journal", path},
-                            {"rules",
-                             {rule("abort", kAbort, 0.1),
-                              rule("slow", {{"type", "delay"}, {"delay", {{"distribution", "normal"}, {"mean", "50ms"}, {"stddev", "20ms"}}}}, 0.3)}}});
+      auto st =
+          make_stage({{"journal", path},
+                      {"rules",
+                       {rule("abort", kAbort, 0.1),
+                        rule("slow",
+                             {{"type", "delay"},
+                              {"delay", {{"distribution", "normal"}, {"mean", "50ms"}, {"stddev", "20ms"}}}},
+                             0.3)}}});
       st->on_start();
       std::vector<std::thread> threads;
       for (int t = 0; t < 8; ++t)
@@ -194,9 +202,11 @@ TEST_SUITE("fault") {
     };
     auto a = journal_of(temp_path("j1"));
     auto b = journal_of(temp_path("j2"));
-    CHECK(a.size() == 1 + 2000 + 2000 - static_cast<std::size_t>(std::count_if(a.begin(), a.end(), [](const std::string& l) {
-                            return l.find("\"fault\":\"abort\"") != std::string::npos;
-                          })));
+    CHECK(a.size() ==
+          1 + 2000 + 2000 -
+              static_cast<std::size_t>(std::count_if(a.begin(), a.end(), [](const std::string& l) {
+                return l.find("\"fault\":\"abort\"") != std::string::npos;
+              })));
     CHECK(a == b);
     std::remove(temp_path("j1").c_str());
     std::remove(temp_path("j2").c_str());
@@ -251,7 +261,8 @@ TEST_SUITE("fault") {
     json r = rule("pay", kAbort);
     r["match"] = {{"method", "POST"}, {"path", "/pay*"}, {"headers", {{"X-Test", "1"}}}, {"route", "api"}};
     auto st = make_stage({{"rules", {r}}});
-    auto hit = [&](const std::string& method, const std::string& target, const std::string& route, bool header) {
+    auto hit = [&](const std::string& method, const std::string& target, const std::string& route,
+                   bool header) {
       auto ex = request(method, target, route);
       if (header) ex.request.headers.add("X-Test", "1");
       return aborted(st->on_request(ex));
@@ -292,7 +303,10 @@ TEST_SUITE("fault") {
   }
 
   TEST_CASE("fault: windows and phases limit a rule in time") {
-    json params = {{"phases", {{{"name", "baseline"}, {"duration", "10s"}}, {{"name", "faults"}, {"duration", "20s"}}, {{"name", "recovery"}}}},
+    json params = {{"phases",
+                    {{{"name", "baseline"}, {"duration", "10s"}},
+                     {{"name", "faults"}, {"duration", "20s"}},
+                     {{"name", "recovery"}}}},
                    {"rules", {rule("abort", kAbort)}}};
     params["rules"][0]["phase"] = "faults";
     auto st = make_stage(params);
@@ -350,7 +364,8 @@ TEST_SUITE("fault") {
   }
 
   TEST_CASE("fault: a response delay waits after the upstream answered, with the drawn value") {
-    auto st = make_stage({{"rules", {rule("late", {{"type", "delay"}, {"delay", "300ms"}, {"at", "response"}})}}});
+    auto st =
+        make_stage({{"rules", {rule("late", {{"type", "delay"}, {"delay", "300ms"}, {"at", "response"}})}}});
     auto ex = request();
     auto d = st->on_request(ex);
     CHECK(d.delay.count() == 0);
@@ -388,17 +403,20 @@ TEST_SUITE("fault") {
     auto sl = decide({{"type", "slice"}, {"size", 16}, {"delay", "5ms"}});
     CHECK(sl.slice_bytes == 16);
     CHECK(sl.slice_delay.count() == 5);
-    auto ab = decide({{"type", "abort"}, {"status", 429}, {"body", "slow down"}, {"headers", {{"Retry-After", "1"}}}});
+    auto ab = decide(
+        {{"type", "abort"}, {"status", 429}, {"body", "slow down"}, {"headers", {{"Retry-After", "1"}}}});
     REQUIRE(ab.response);
     CHECK(ab.response->status == 429);
     CHECK(ab.response->body == "slow down");
     CHECK(ab.response->headers.get("Retry-After") == "1");
   }
 
-  TEST_CASE("fault: header rewrites edit the request before it is forwarded and the response before the client") {
-    auto st = make_stage({{"rules", {rule("h", {{"type", "headers"},
-                                                 {"request", {{"remove", {"Authorization"}}}},
-                                                 {"response", {{"set", {{"Content-Type", "text/html"}}}}}})}}});
+  TEST_CASE(
+      "fault: header rewrites edit the request before it is forwarded and the response before the client") {
+    auto st = make_stage({{"rules",
+                           {rule("h", {{"type", "headers"},
+                                       {"request", {{"remove", {"Authorization"}}}},
+                                       {"response", {{"set", {{"Content-Type", "text/html"}}}}}})}}});
     auto ex = request();
     ex.request.headers.add("Authorization", "Bearer x");
     st->on_request(ex);
@@ -441,7 +459,8 @@ TEST_SUITE("fault") {
   }
 
   TEST_CASE("fault: max_active caps the exchanges with a fault in progress") {
-    auto st = make_stage({{"max_active", 2}, {"rules", {rule("slow", {{"type", "delay"}, {"delay", "1s"}})}}});
+    auto st =
+        make_stage({{"max_active", 2}, {"rules", {rule("slow", {{"type", "delay"}, {"delay", "1s"}})}}});
     std::vector<Exchange> held(3);
     for (auto& ex : held) {
       ex = request();
@@ -459,7 +478,8 @@ TEST_SUITE("fault") {
   }
 
   TEST_CASE("fault: the marker header names the rules that fired, only when asked") {
-    auto marked = make_stage({{"mark", true}, {"rules", {rule("slow", {{"type", "delay"}, {"delay", "1ms"}})}}});
+    auto marked =
+        make_stage({{"mark", true}, {"rules", {rule("slow", {{"type", "delay"}, {"delay", "1ms"}})}}});
     auto ex = request();
     marked->on_request(ex);
     ex.response = rproxy::ResponseHead{1, 200, "OK", {}};
@@ -499,7 +519,8 @@ TEST_SUITE("fault") {
   }
 
   TEST_CASE("fault: live rule changes through the admin API apply to the next request only") {
-    auto st = make_stage({{"rules", {rule("slow", {{"type", "delay"}, {"delay", "50ms"}, {"at", "response"}})}}});
+    auto st =
+        make_stage({{"rules", {rule("slow", {{"type", "delay"}, {"delay", "50ms"}, {"at", "response"}})}}});
     auto in_flight = request();
     st->on_request(in_flight);
     auto put = st->admin({"PUT", "/rules", json::array({rule("abort", kAbort)}).dump()});
@@ -551,19 +572,21 @@ TEST_SUITE("fault") {
   }
 
   TEST_CASE("fault: bad params are reported together with their JSON paths") {
-    auto p = problems_of({{"rules",
-                           {{{"name", "a"}, {"fault", {{"type", "teleport"}}}},
-                            {{"name", "a"}, {"probability", 1.5}, {"fault", kAbort}},
-                            {{"per", "packet"}, {"fault", {{"type", "delay"}}}},
-                            {{"fault", {{"type", "refuse"}}}},
-                            {{"match", {{"route", "nope"}, {"path", "api"}}}, {"fault", kAbort}},
-                            {{"phase", "later"}, {"fault", kAbort}},
-                            {{"fault", {{"type", "bandwidth"}, {"rate", "fast"}}}},
-                            {{"fault", {{"type", "abort"}, {"status", 700}}}},
-                            {{"fault", {{"type", "delay"}, {"delay", {{"distribution", "uniform"}, {"min", "2s"}, {"max", "1s"}}}}}},
-                            {{"extra", 1}, {"fault", kAbort}}}},
-                          {"max_active", -1},
-                          {"surprise", true}});
+    auto p = problems_of(
+        {{"rules",
+          {{{"name", "a"}, {"fault", {{"type", "teleport"}}}},
+           {{"name", "a"}, {"probability", 1.5}, {"fault", kAbort}},
+           {{"per", "packet"}, {"fault", {{"type", "delay"}}}},
+           {{"fault", {{"type", "refuse"}}}},
+           {{"match", {{"route", "nope"}, {"path", "api"}}}, {"fault", kAbort}},
+           {{"phase", "later"}, {"fault", kAbort}},
+           {{"fault", {{"type", "bandwidth"}, {"rate", "fast"}}}},
+           {{"fault", {{"type", "abort"}, {"status", 700}}}},
+           {{"fault",
+             {{"type", "delay"}, {"delay", {{"distribution", "uniform"}, {"min", "2s"}, {"max", "1s"}}}}}},
+           {{"extra", 1}, {"fault", kAbort}}}},
+         {"max_active", -1},
+         {"surprise", true}});
     INFO(json(p).dump(2));
     CHECK(has_problem(p, "stages[0].params.rules[0].fault.type: unknown fault type \"teleport\""));
     CHECK(has_problem(p, "stages[0].params.rules[1].probability"));
@@ -578,7 +601,8 @@ TEST_SUITE("fault") {
     CHECK(has_problem(p, "stages[0].params.rules[9].extra: unknown key"));
     CHECK(has_problem(p, "stages[0].params.max_active"));
     CHECK(has_problem(p, "stages[0].params.surprise: unknown key"));
-    auto dup = problems_of({{"rules", {{{"name", "a"}, {"fault", kAbort}}, {{"name", "a"}, {"fault", kAbort}}}}});
+    auto dup =
+        problems_of({{"rules", {{{"name", "a"}, {"fault", kAbort}}, {{"name", "a"}, {"fault", kAbort}}}}});
     CHECK(has_problem(dup, "stages[0].params.rules[1].name: \"a\" is used by another rule"));
     auto route = problems_of({{"rules", {{{"match", {{"route", "nope"}}}, {"fault", kAbort}}}}});
     CHECK(has_problem(route, "stages[0].params.rules[0].match.route: no route named \"nope\""));
@@ -586,7 +610,9 @@ TEST_SUITE("fault") {
 }
 
 TEST_SUITE("fault") {
-  TEST_CASE("fault: admin edits: PUT on a rule adds or replaces it, POST names new rules uniquely, removed rules keep their counts") {
+  TEST_CASE(
+      "fault: admin edits: PUT on a rule adds or replaces it, POST names new rules uniquely, removed rules "
+      "keep their counts") {
     auto st = make_stage({{"rules", {rule("rule-2", kAbort, 0.0)}}});
     auto post = st->admin({"POST", "/rules", json{{"fault", kAbort}}.dump()});
     REQUIRE(post->status == 200);
@@ -637,7 +663,8 @@ TEST_SUITE("fault") {
     std::vector<std::thread> threads;
     for (int t = 0; t < 16; ++t)
       threads.emplace_back([&st] {
-        auto reply = st->admin({"POST", "/rules", json{{"fault", {{"type", "delay"}, {"delay", "1ms"}}}}.dump()});
+        auto reply =
+            st->admin({"POST", "/rules", json{{"fault", {{"type", "delay"}, {"delay", "1ms"}}}}.dump()});
         CHECK(reply->status == 200);
       });
     for (auto& t : threads) t.join();
