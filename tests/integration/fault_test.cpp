@@ -102,7 +102,7 @@ TEST_SUITE("fault") {
     CHECK(median <= 215000);
   }
 
-  TEST_CASE("fault: a 10% abort over 10,000 requests lands in the 99.9% interval; 0% gives none, 100% all") {
+  TEST_CASE("fault: a 10% abort over 10,000 requests lands in the 99.9% interval, 0% gives none, 100% all") {
     auto up = start_echo();
     {
       ProxyFixture proxy(
@@ -466,7 +466,7 @@ TEST_SUITE("fault") {
 }
 
 TEST_SUITE("fault") {
-  TEST_CASE("fault: slicing and bandwidth together pause only between slices; a cut body is paced too") {
+  TEST_CASE("fault: slicing and bandwidth together pause only between slices, a cut body is paced too") {
     auto up = start_echo();
     {
       // 40 KB in 20 KB slices 500 ms apart at 100 KB/s: 0.2 s + 0.5 s + 0.2 s.

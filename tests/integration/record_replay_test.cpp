@@ -250,7 +250,7 @@ TEST_SUITE("record") {
     if (backend.bound()) CHECK(backend.attempts() == 0);
   }
 
-  TEST_CASE("record: secrets never reach the recording; replay with another token still matches") {
+  TEST_CASE("record: secrets never reach the recording, replay with another token still matches") {
     TempDir dir;
     auto out = dir.file("rec/");
     MixedUpstream up;
@@ -308,7 +308,7 @@ TEST_SUITE("record") {
     CHECK(std::filesystem::exists(dir.file("one.json")));
   }
 
-  TEST_CASE("replay: a miss names the closest recording and what differs; repeats answer in order") {
+  TEST_CASE("replay: a miss names the closest recording and what differs, repeats answer in order") {
     TempDir dir;
     auto cassette = dir.file("rec.json");
     {
@@ -373,7 +373,7 @@ TEST_SUITE("record") {
     CHECK(doc["interactions"][0]["request"]["target"] == "/json?id=3");
   }
 
-  TEST_CASE("record CLI: documented forms; a killed recorder leaves a readable recording; strict exit code") {
+  TEST_CASE("record CLI: documented forms, a killed recorder leaves a readable recording, strict exit code") {
     TempDir dir;
     auto cassette = dir.file("recording.json");
     MixedUpstream up;
@@ -425,7 +425,7 @@ TEST_SUITE("record") {
 }
 
 TEST_SUITE("record") {
-  TEST_CASE("record/replay: HAR export and import round trip; a .har file replays directly") {
+  TEST_CASE("record/replay: HAR export and import round trip, a .har file replays directly") {
     TempDir dir;
     auto cassette = dir.file("rec.json");
     auto requests = mixed_requests();
@@ -456,7 +456,7 @@ TEST_SUITE("record") {
     CHECK(replay.server().report()["stages"]["replay"]["hits"] == 100);
   }
 
-  TEST_CASE("replay: recorded pace replays streamed chunks with their timing; instant does not wait") {
+  TEST_CASE("replay: recorded pace replays streamed chunks with their timing, instant does not wait") {
     TempDir dir;
     auto cassette = dir.file("rec.json");
     auto echo = start_echo("sse");
@@ -485,7 +485,7 @@ TEST_SUITE("record") {
 }
 
 TEST_SUITE("record") {
-  TEST_CASE("replay --against: recorded requests sent to a live backend; differences reported, exit 3") {
+  TEST_CASE("replay --against: recorded requests sent to a live backend, differences reported, exit 3") {
     TempDir dir;
     auto cassette = dir.file("rec.json");
     {

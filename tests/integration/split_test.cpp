@@ -74,7 +74,7 @@ std::uint16_t refused_port() {
 }  // namespace
 
 TEST_SUITE("split") {
-  TEST_CASE("split: 90/10 over 10,000 requests lands within 1.5 points; report and access log agree") {
+  TEST_CASE("split: 90/10 over 10,000 requests lands within 1.5 points, report and access log agree") {
     auto a = start_echo("a");
     auto b = start_echo("b");
     TempDir dir;
@@ -291,7 +291,7 @@ TEST_SUITE("split") {
     CHECK(sh["routes"]["default"]["differences"].contains("body $.name"));
   }
 
-  TEST_CASE("split: shadow with ignored fields reports identical responses; JSON compared structurally") {
+  TEST_CASE("split: shadow with ignored fields reports identical responses, JSON compared structurally") {
     auto a = start_echo("a");
     auto b = start_echo("b");
     json params = {{"variants", {{{"name", "a"}}, {{"name", "b"}}}},

@@ -169,7 +169,7 @@ TEST_CASE("wilson_interval: matches hand-computed values") {
   CHECK(i.high == doctest::Approx(0.6247).epsilon(0.0005));
 }
 
-TEST_CASE("wilson_interval: degenerate inputs stay in [0, 1]") {
+TEST_CASE("wilson_interval: degenerate inputs stay in (0, 1)") {
   auto i = wilson_interval(0, 0);
   CHECK(i.low == 0);
   CHECK(i.high == 1);

@@ -95,7 +95,7 @@ std::string temp_path(const std::string& name) {
 }  // namespace
 
 TEST_SUITE("fault") {
-  TEST_CASE("fault: unit_draw is a pure function of seed, rule, key and index, uniform in [0, 1)") {
+  TEST_CASE("fault: unit_draw is a pure function of seed, rule, key and index, uniform from 0 up to 1 (excluded)") {
     using rproxy::stages::unit_draw;
     CHECK(unit_draw(42, "r", "default#1", 0) == unit_draw(42, "r", "default#1", 0));
     CHECK(unit_draw(42, "r", "default#1", 0) != unit_draw(43, "r", "default#1", 0));
@@ -146,7 +146,7 @@ TEST_SUITE("fault") {
     CHECK(n1 == 10000);
   }
 
-  TEST_CASE("fault: the same seed gives the same decisions per key; another seed does not") {
+  TEST_CASE("fault: the same seed gives the same decisions per key, another seed does not") {
     auto decisions = [](std::uint64_t seed) {
       auto st = make_stage({{"rules", {rule("abort", kAbort, 0.3)}}}, seed);
       std::string out;
@@ -257,7 +257,7 @@ TEST_SUITE("fault") {
     CHECK(pattern({{"after", 2}, {"every", 2}}) == "...x.x.x.x");
   }
 
-  TEST_CASE("fault: matching rules never fault a request that does not match") {
+  TEST_CASE("fault: match fields (method, path glob, headers, route, variant) select requests") {
     json r = rule("pay", kAbort);
     r["match"] = {{"method", "POST"}, {"path", "/pay*"}, {"headers", {{"X-Test", "1"}}}, {"route", "api"}};
     auto st = make_stage({{"rules", {r}}});

@@ -64,7 +64,7 @@ std::size_t count(const std::string& hay, const std::string& needle) {
 
 }  // namespace
 
-TEST_CASE("replay_match: method and path compare exactly; host and header order never count") {
+TEST_CASE("replay_match: method and path compare exactly, host and header order never count") {
   auto rec = recorded(1, "GET", "/a%2Fb?x=1");
   rec.request_headers.add("Accept", "*/*");
   auto req = live("GET", "/a%2Fb?x=1");

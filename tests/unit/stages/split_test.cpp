@@ -199,7 +199,7 @@ TEST_CASE("split: every response says its variant and the exchange carries it") 
   CHECK(set_cookies(ex).empty());                                   // not sticky: no cookie
 }
 
-TEST_CASE("split: sticky header keeps a key on its variant; a missing header falls back to random") {
+TEST_CASE("split: sticky header keeps a key on its variant, a missing header falls back to random") {
   auto s = scenario_with({"a", "b"});
   auto params = kAB;
   params["sticky"] = "header:X-User-Id";
@@ -254,7 +254,7 @@ TEST_CASE("split: cookie stickiness sets one HttpOnly SameSite=Lax cookie on fir
   CHECK(set_cookies(round_trip(*stage2, request())) == cookies);
 }
 
-TEST_CASE("split: the override header forces a variant; unknown names get 400") {
+TEST_CASE("split: the override header forces a variant, unknown names get 400") {
   auto s = scenario_with({"a", "b"});
   auto stage = make_stage(kAB, s);
   for (int i = 0; i < 20; ++i)
@@ -268,7 +268,7 @@ TEST_CASE("split: the override header forces a variant; unknown names get 400") 
   CHECK(stage->report()["variants"][1]["overrides"] == 20);
 }
 
-TEST_CASE("split: query override is removed from the target and pins a cookie client; empty unpins") {
+TEST_CASE("split: query override is removed from the target and pins a cookie client, empty unpins") {
   auto s = scenario_with({"a", "b"});
   auto params = kAB;
   params["sticky"] = "cookie";
