@@ -46,11 +46,6 @@ std::string bind_host(const std::string& host) {
   return iequals(host, "localhost") ? "127.0.0.1" : host;
 }
 
-std::string host_port(const std::string& host, int port) {
-  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
-  return host + ":" + std::to_string(port);
-}
-
 std::string dump(const Json& body) {
   // Stage replies may carry arbitrary bytes; invalid UTF-8 becomes U+FFFD rather than a throw.
   return body.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
@@ -245,29 +240,9 @@ void AdminServer::start() {
   auto& server = impl_->server;
   const auto& host = impl_->host;
   const int requested = impl_->requested_port;
-  errno = 0;
-  int port = requested == 0 ? server.bind_to_any_port(host)
-                            : (server.bind_to_port(host, requested) ? requested : -1);
-  if (port <= 0) {
-    throw std::runtime_error("admin endpoint cannot listen on " + host_port(host, requested) +
-                             (errno ? ": " + std::string(std::strerror(errno)) : ""));
-  }
-  // httplib listens with a backlog of 5; a burst of connects would stall for a SYN retransmit (≈1 s).
-  ::listen(server.listen_fd(), SOMAXCONN);
-  impl_->port = static_cast<std::uint16_t>(port);
-  impl_->thread = std::thread([this] {
-    impl_->server.listen_after_bind();
-    impl_->loop_exited = true;
-  });
-  // stop() before is_running() would be a no-op (and join would hang), so start returns only once it runs.
-  while (!server.is_running()) {
-    if (impl_->loop_exited) {
-      impl_->thread.join();
-      impl_->port = 0;
-      throw std::runtime_error("the admin accept loop on " + host_port(host, port) + " exited at once");
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+  impl_->port = serve_on_thread(
+      server, [&server] { return server.listen_fd(); }, host, static_cast<std::uint16_t>(requested), impl_->thread,
+      impl_->loop_exited, "admin endpoint");
   impl_->started = true;
 }
 

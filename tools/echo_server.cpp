@@ -115,10 +115,6 @@ std::string dump_json(const Json& doc) {
   return doc.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
-std::string format_address(const std::string& ip, int port) {
-  if (ip.find(':') != std::string::npos) return "[" + ip + "]:" + std::to_string(port);
-  return ip + ":" + std::to_string(port);
-}
 
 // ---- the request head as it arrived (httplib keeps neither order nor raw values) ----
 
@@ -824,7 +820,7 @@ class EchoHttpServer final : public httplib::Server {
     doc["headers"] = std::move(headers);
     doc["body_size"] = body_size;
     doc["body_sha256"] = digest;
-    doc["remote_addr"] = format_address(req.remote_addr, req.remote_port);
+    doc["remote_addr"] = host_port(req.remote_addr, req.remote_port);
     return dump_json(doc) + "\n";
   }
 
@@ -1006,29 +1002,9 @@ void EchoServer::start() {
   if (impl_->started) throw std::logic_error("EchoServer::start called twice");
   auto& server = impl_->server;
   const auto& opts = server.options();
-  errno = 0;
-  int port = opts.port == 0 ? server.bind_to_any_port(opts.host)
-                            : (server.bind_to_port(opts.host, opts.port) ? opts.port : -1);
-  if (port < 0) {
-    auto where = format_address(opts.host, opts.port);
-    throw std::runtime_error("cannot listen on " + where +
-                             (errno ? ": " + std::string(std::strerror(errno)) : ""));
-  }
-  // httplib listens with a backlog of 5; a burst of connects would stall for a SYN retransmit (≈1 s).
-  ::listen(server.listen_fd(), SOMAXCONN);
-  impl_->port = static_cast<std::uint16_t>(port);
-  impl_->thread = std::thread([this] {
-    impl_->server.listen_after_bind();
-    impl_->loop_exited = true;
-  });
-  // stop() before is_running() would be a no-op (and join would hang), so start returns only once it runs.
-  while (!server.is_running()) {
-    if (impl_->loop_exited) {
-      impl_->thread.join();
-      throw std::runtime_error("the accept loop on " + format_address(opts.host, port) + " exited at once");
-    }
-    std::this_thread::sleep_for(milliseconds(1));
-  }
+  impl_->port = serve_on_thread(
+      server, [&server] { return server.listen_fd(); }, opts.host, opts.port, impl_->thread, impl_->loop_exited,
+      "echo server");
   impl_->started = true;
 }
 

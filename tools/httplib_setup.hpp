@@ -7,9 +7,16 @@
 #include <httplib.h>
 #include <sys/socket.h>
 
+#include <atomic>
+#include <cerrno>
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <ctime>
+#include <stdexcept>
 #include <string>
+#include <thread>
 
 namespace rproxy {
 
@@ -44,6 +51,41 @@ void route_every_method(httplib::Server& server, Handle handle) {
   server.Put(any, with_reader);
   server.Patch(any, with_reader);
   server.Delete(any, with_reader);
+}
+
+// host_port renders an address for messages: "127.0.0.1:80", "[::1]:80".
+inline std::string host_port(const std::string& host, int port) {
+  if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+  return host + ":" + std::to_string(port);
+}
+
+// serve_on_thread binds server to host:port (0 = any free port), raises httplib's baked-in backlog of 5 to
+// SOMAXCONN (a burst of connects would otherwise stall a second on SYN retransmits), runs the accept loop
+// on `thread` and returns the bound port once the loop runs: stop() before is_running() would be a no-op
+// and the join would hang. listen_fd() gives the bound socket (httplib keeps it protected). Throws
+// std::runtime_error starting with `what` and naming the address.
+template <typename ListenFd>
+std::uint16_t serve_on_thread(httplib::Server& server, ListenFd listen_fd, const std::string& host,
+                              std::uint16_t port, std::thread& thread, std::atomic<bool>& loop_exited,
+                              const std::string& what) {
+  errno = 0;
+  int bound = port == 0 ? server.bind_to_any_port(host) : (server.bind_to_port(host, port) ? port : -1);
+  if (bound <= 0)
+    throw std::runtime_error(what + " cannot listen on " + host_port(host, port) +
+                             (errno ? ": " + std::string(std::strerror(errno)) : ""));
+  ::listen(listen_fd(), SOMAXCONN);
+  thread = std::thread([&server, &loop_exited] {
+    server.listen_after_bind();
+    loop_exited = true;
+  });
+  while (!server.is_running()) {
+    if (loop_exited) {
+      thread.join();
+      throw std::runtime_error(what + ": the accept loop on " + host_port(host, bound) + " exited at once");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return static_cast<std::uint16_t>(bound);
 }
 
 }  // namespace rproxy
