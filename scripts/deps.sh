@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config
       libasio-dev libcli11-dev libcpp-httplib-dev nlohmann-json3-dev doctest-dev libssl-dev zlib1g-dev
-      curl python3 procps)
+      curl python3 procps openssl ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -19,6 +19,7 @@ int run_cli(int argc, char** argv) {
   setup_run(app, state);
   setup_validate(app, state);
   setup_echo(app, state);
+  setup_ca(app, state);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -25,6 +25,7 @@ void setup_har(CLI::App& app, CliState& state);
 void setup_run(CLI::App& app, CliState& state);
 void setup_validate(CLI::App& app, CliState& state);
 void setup_echo(CLI::App& app, CliState& state);
+void setup_ca(CLI::App& app, CliState& state);
 
 // run_cli parses argv and runs the chosen subcommand; returns the process exit code.
 int run_cli(int argc, char** argv);

@@ -48,6 +48,26 @@ void CommonFlags::add_to(CLI::App& sub) {
                  "Serve the live-control API (report, fault rules) on this loopback address, e.g. "
                  "127.0.0.1:9901 [admin]")
       ->type_name("ADDR");
+  sub.add_flag("--tls", tls,
+               "Serve HTTPS on every listener (default 127.0.0.1:8443), with a certificate from rproxy's local CA "
+               "unless --tls-cert is given [listeners: https://ADDR]");
+  sub.add_option("--tls-cert", tls_cert, "PEM certificate chain for HTTPS (implies --tls; needs --tls-key) [tls.cert]")
+      ->type_name("FILE")->check(CLI::ExistingFile);
+  sub.add_option("--tls-key", tls_key, "PEM private key of --tls-cert [tls.key]")
+      ->type_name("FILE")->check(CLI::ExistingFile);
+  sub.add_option("--redirect-http", redirect_http,
+                 "Also listen for plain HTTP on this port (or ADDR) and redirect it to HTTPS with 308 "
+                 "[tls.redirect_http]")
+      ->type_name("PORT|ADDR");
+  sub.add_option("--upstream-ca", upstream_ca,
+                 "Trust this CA (PEM) for https:// upstreams, besides the system store [routes[].upstream_tls.ca]")
+      ->type_name("FILE")->check(CLI::ExistingFile);
+  sub.add_flag("--insecure", insecure,
+               "Do not verify https:// upstream certificates (a warning is printed) [routes[].upstream_tls.insecure]");
+  sub.add_option("--upstream-server-name", upstream_server_name,
+                 "SNI and certificate name for https:// upstreams instead of the URL's host "
+                 "[routes[].upstream_tls.server_name]")
+      ->type_name("NAME");
   sub.add_flag("--quiet", quiet, "No live view on a terminal and no exit summary");
 }
 
@@ -79,6 +99,36 @@ bool parse_route_flag(const std::string& text, std::string& prefix, std::vector<
     pos = comma + 1;
   }
   return !urls.empty();
+}
+
+void CommonFlags::apply_tls(Scenario& s, std::vector<std::string>& problems) const {
+  if (tls_cert) s.tls.cert = *tls_cert;
+  if (tls_key) s.tls.key = *tls_key;
+  if (tls_cert.has_value() != tls_key.has_value())
+    problems.push_back(std::string(tls_cert ? "--tls-cert" : "--tls-key") + ": give --tls-cert and --tls-key together");
+  if (tls || tls_cert) {
+    // 8080 speaking TLS would surprise; an HTTPS default gets its own port.
+    if (listen.empty() && scenario_file.empty()) s.listeners = {ListenAddress{"127.0.0.1", 8443, true}};
+    for (auto& l : s.listeners) l.tls = true;
+  }
+  if (redirect_http) {
+    ListenAddress a;
+    const auto& text = *redirect_http;
+    bool port_only = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
+    if (auto err = parse_listen_address(text, a)) {
+      problems.push_back("--redirect-http: " + *err);
+      return;
+    }
+    if (port_only) {
+      // A bare port listens where the (first) HTTPS listener does.
+      for (const auto& l : s.listeners)
+        if (l.tls) {
+          a.host = l.host;
+          break;
+        }
+    }
+    s.tls.redirect_http = a;
+  }
 }
 
 Scenario CommonFlags::build() const {
@@ -135,11 +185,15 @@ Scenario CommonFlags::build() const {
     }
   }
   for (auto& route : s.routes) {
+    if (upstream_ca) route.upstream_tls.ca = *upstream_ca;
+    if (insecure) route.upstream_tls.insecure = true;
+    if (upstream_server_name) route.upstream_tls.server_name = *upstream_server_name;
     if (balance) route.balance = *parse_balance(*balance);  // IsMember already checked the spelling
     if (host_header) route.host_header = *parse_host_header(*host_header);
     duration_of("--connect-timeout", connect_timeout, route.connect_timeout);
     duration_of("--read-timeout", read_timeout, route.read_timeout);
   }
+  apply_tls(s, problems);
   if (max_conns) s.limits.max_conns = *max_conns;
   if (max_body) {
     if (auto err = parse_size(*max_body, s.limits.max_body)) problems.push_back("--max-body: " + *err);

@@ -36,6 +36,13 @@ struct CommonFlags {
   std::optional<unsigned> workers;
   std::optional<std::string> report;
   std::optional<std::string> admin;
+  bool tls = false;
+  std::optional<std::string> tls_cert;
+  std::optional<std::string> tls_key;
+  std::optional<std::string> redirect_http;
+  std::optional<std::string> upstream_ca;
+  bool insecure = false;
+  std::optional<std::string> upstream_server_name;
   bool quiet = false;
 
   // allow_no_upstream: build() accepts a scenario without routes (replay adds its own).
@@ -44,6 +51,10 @@ struct CommonFlags {
   void add_to(CLI::App& sub);
   // build loads --scenario (if any) and applies the flags; throws ConfigError naming flags or JSON paths.
   Scenario build() const;
+
+ private:
+  // apply_tls layers --tls, --tls-cert/--tls-key and --redirect-http over the scenario.
+  void apply_tls(Scenario& s, std::vector<std::string>& problems) const;
 };
 
 // split_named_url splits "NAME=URL" (as in --to a=http://127.0.0.1:3001) into name and URL; a plain URL

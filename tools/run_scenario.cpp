@@ -116,11 +116,19 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
     }
   }
   auto ports = server->ports();
-  for (std::size_t i = 0; i < ports.size(); ++i) {
+  std::string https_url;
+  for (std::size_t i = 0; i < scenario.listeners.size() && i < ports.size(); ++i) {
     auto l = scenario.listeners[i];
     l.port = ports[i];
-    std::cerr << "rproxy: listening on http://" << l.to_string() << "\n";
+    std::cerr << "rproxy: listening on " << (l.tls ? "" : "http://") << l.to_string() << "\n";
+    if (l.tls && https_url.empty()) https_url = l.to_string();
   }
+  if (scenario.tls.redirect_http && ports.size() > scenario.listeners.size()) {
+    auto r = *scenario.tls.redirect_http;
+    r.port = ports.back();
+    std::cerr << "rproxy: redirecting http://" << r.to_string() << " to " << https_url << "\n";
+  }
+  for (const auto& line : server->notices()) std::cerr << "rproxy: " << line << "\n";
   for (const auto& r : scenario.routes) {
     std::string ups;
     for (const auto& u : r.upstreams) ups += (ups.empty() ? "" : ", ") + (u.name.empty() ? "" : u.name + "=") + u.url.text;

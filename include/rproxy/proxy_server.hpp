@@ -36,7 +36,8 @@ class ProxyServer {
   ProxyServer& operator=(const ProxyServer&) = delete;
 
   void start();
-  // ports returns the bound port of each listener, in scenario order (useful with port 0).
+  // ports returns the bound port of each listener, in scenario order (useful with port 0), then the
+  // tls.redirect_http listener's if there is one.
   std::vector<std::uint16_t> ports() const;
   // stop stops accepting, lets in-flight exchanges finish (they get "Connection: close"), closes idle
   // connections, and forces everything closed after limits.drain_timeout.
@@ -45,6 +46,8 @@ class ProxyServer {
   void wait();
   ServerStats stats() const;
   const Scenario& scenario() const;
+  // notices: lines worth telling the user at start (local CA created, upstream verification off).
+  const std::vector<std::string>& notices() const;
   // report gathers every stage's report (Stage::report) with the server counters, as written to the
   // scenario's report file; summary is the human-readable form (Stage::summary of each stage). Both are
   // safe while the server runs.

@@ -36,10 +36,12 @@ struct Url {
 std::optional<std::string> parse_url(const std::string& text, Url& out);
 
 // ListenAddress is host + port for a listener; "[::1]:8080", "127.0.0.1:8080", ":8080" (= 127.0.0.1).
+// "https://127.0.0.1:8443" is a listener that speaks TLS (certificate from Scenario::tls).
 struct ListenAddress {
   std::string host = "127.0.0.1";
   std::uint16_t port = 8080;
-  std::string to_string() const;
+  bool tls = false;
+  std::string to_string() const;  // "https://" prefix when tls
   bool operator==(const ListenAddress&) const = default;
 };
 std::optional<std::string> parse_listen_address(const std::string& text, ListenAddress& out);
@@ -92,6 +94,14 @@ struct StageSpec {
   bool operator==(const StageSpec&) const = default;
 };
 
+// UpstreamTls: how a route talks to its https:// upstreams. Verification is on unless insecure.
+struct UpstreamTls {
+  std::string ca;           // extra CA file (PEM) trusted besides the system store; "" = system store only
+  bool insecure = false;    // skip certificate verification (a warning is printed at start)
+  std::string server_name;  // SNI and verified name; "" = the upstream URL's host
+  bool operator==(const UpstreamTls&) const = default;
+};
+
 struct Route {
   std::string name;
   RouteMatch match;
@@ -103,6 +113,7 @@ struct Route {
   Millis connect_timeout{5000};
   Millis read_timeout{60000};
   std::vector<StageSpec> stages;  // run after the scenario-wide stages
+  UpstreamTls upstream_tls;
   bool operator==(const Route&) const = default;
 };
 
@@ -123,6 +134,14 @@ struct AccessLog {
   bool operator==(const AccessLog&) const = default;
 };
 
+// TlsConfig: the certificate of the TLS listeners, and an optional plain listener that redirects to them.
+struct TlsConfig {
+  std::string cert;  // PEM certificate chain; "" (with key "") = rproxy's local CA issues one for localhost
+  std::string key;   // PEM private key
+  std::optional<ListenAddress> redirect_http;  // answers every request with 308 to the first TLS listener
+  bool operator==(const TlsConfig&) const = default;
+};
+
 struct Scenario {
   int version = 1;
   std::uint64_t seed = 1;
@@ -133,6 +152,7 @@ struct Scenario {
   std::string report;  // "" = none; else a JSON file written on exit with every stage's report
   // Live-control endpoint (loopback only): GET /report, /stages, /stages/<name>/... (fault rules).
   std::optional<ListenAddress> admin;
+  TlsConfig tls;
   std::vector<StageSpec> stages;
   std::vector<Route> routes;
   bool operator==(const Scenario&) const = default;
@@ -187,7 +207,8 @@ std::string json_path_index(std::string_view base, std::size_t index);
 std::string json_describe(const nlohmann::json& value);
 
 // scenario_json_keys lists the keys scenario_from_json accepts in one kind of object of the format:
-// "scenario" (top level), "limits", "access_log", "stage", "route", "match", "upstream" (object form).
+// "scenario" (top level), "limits", "access_log", "tls", "stage", "route", "match", "upstream" (object
+// form), "upstream_tls".
 // It is the parser's own table; the schema test compares it with scenarios/scenario.schema.json so the two
 // cannot drift. Throws std::out_of_range for other names.
 const std::vector<std::string>& scenario_json_keys(std::string_view object);

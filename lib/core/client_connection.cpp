@@ -1,5 +1,9 @@
 #include "core/client_connection.hpp"
 
+// g++ 12 flags asio's coroutine frame deallocation in handle() (its own operator new/delete pair, with a
+// sized delete) as mismatched once the function grows past an inlining threshold: a false positive.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -46,6 +50,9 @@ constexpr const char* kNoUpstream = "no_upstream";
 constexpr const char* kConnectRefused = "upstream_connect_refused";
 constexpr const char* kConnectTimeout = "upstream_connect_timeout";
 constexpr const char* kConnectFailed = "upstream_connect_failed";
+constexpr const char* kUpstreamTls = "upstream_tls";
+constexpr const char* kHttpOnHttpsPort = "http_request_on_https_port";
+constexpr const char* kRedirectToHttps = "redirect_to_https";
 constexpr const char* kResponseTimeout = "upstream_response_timeout";
 constexpr const char* kBadResponse = "upstream_bad_response";
 constexpr const char* kUpstreamClosed = "upstream_closed";
@@ -98,48 +105,51 @@ enum class ReadStatus { Data, Done, Eof, Timeout, Error, BadFraming };
 }  // namespace
 
 struct ClientConnection::Impl {
-  Impl(Worker& w, tcp::socket s, std::string sch)
+  Impl(Worker& w, tcp::socket s, std::string sch, const ListenerInfo& l)
       : worker(w),
         shared(w.shared),
         rt(w.shared.runtime),
         client(std::move(s)),
         scheme(std::move(sch)),
+        listener(l),
         client_deadline(w.wheel, [this] {
           std::error_code ec;
-          client.cancel(ec);
+          client.socket().cancel(ec);
         }),
         upstream_deadline(w.wheel, [this] {
           std::error_code ec;
-          if (upstream) upstream->sock.cancel(ec);
-          if (tunnel_up) tunnel_up->cancel(ec);
+          if (upstream) upstream->sock().cancel(ec);
+          if (tunnel_up) tunnel_up->socket().cancel(ec);
         }) {
     std::error_code ec;
-    auto ep = client.remote_endpoint(ec);
+    auto ep = client.socket().remote_endpoint(ec);
     if (!ec) {
       auto addr = ep.address();
       if (addr.is_v6() && addr.to_v6().is_v4_mapped()) addr = asio::ip::make_address_v4(asio::ip::v4_mapped, addr.to_v6());
       client_ip = addr.to_string();
     }
-    set_nodelay(client);
+    set_nodelay(client.socket());
   }
 
   Worker& worker;
   ServerShared& shared;
   std::shared_ptr<const Runtime> rt;
-  tcp::socket client;
+  Stream client;
   std::string scheme;
+  ListenerInfo listener;
   std::string client_ip;
   ByteBuffer in;  // client bytes read but not consumed
   Deadline client_deadline;
   Deadline upstream_deadline;
   std::unique_ptr<UpstreamConn> upstream;
-  tcp::socket* tunnel_up = nullptr;
+  Stream* tunnel_up = nullptr;
   bool idle = false;
   bool closed = false;
   // The last read_into ended with a clean end of stream (not a reset or other error): only that ends a
   // close-delimited body; a reset means the body is truncated.
   bool last_read_eof = false;
   bool first_request = true;
+  bool plain_on_tls = false;  // a plain HTTP client on an HTTPS listener
   std::uint64_t connection_id = 0;
   std::uint64_t requests_on_connection = 0;
 
@@ -151,36 +161,31 @@ struct ClientConnection::Impl {
   // Reads into buf. When buf is empty (a new request or response is expected), it first waits for
   // readability without holding a buffer, then reads into the worker's scratch space and keeps only the
   // bytes that arrived: idle connections hold no buffer, and a small message costs no 64 KiB allocation.
-  awaitable<std::size_t> read_into(tcp::socket& sock, ByteBuffer& buf, Deadline& deadline,
+  awaitable<std::size_t> read_into(Stream& stream, ByteBuffer& buf, Deadline& deadline,
                                    SteadyClock::duration timeout) {
     deadline.arm(timeout);
     std::size_t got = 0;
     last_read_eof = false;
-    if (buf.empty()) {
-      buf.release();
-      while (true) {
-        auto n = ::recv(sock.native_handle(), worker.scratch.get(), Worker::kScratchSize, MSG_DONTWAIT);
-        if (n > 0) {
-          buf.append(std::string_view(worker.scratch.get(), static_cast<std::size_t>(n)));
-          got = static_cast<std::size_t>(n);
-          break;
-        }
-        if (n == 0) {
-          last_read_eof = true;
-          break;
-        }
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) break;
-        auto [wec] = co_await sock.async_wait(tcp::socket::wait_read, use_nothrow);
-        if (wec || deadline.expired() || closed) break;
+    const bool empty = buf.empty();
+    if (empty) buf.release();
+    while (true) {
+      char* space = empty ? worker.scratch.get() : buf.prepare(kReadChunk);
+      auto n = stream.try_read(space, empty ? Worker::kScratchSize : kReadChunk);
+      if (n > 0) {
+        if (empty)
+          buf.append(std::string_view(space, static_cast<std::size_t>(n)));
+        else
+          buf.commit(static_cast<std::size_t>(n));
+        got = static_cast<std::size_t>(n);
+        break;
       }
-    } else {
-      auto* space = buf.prepare(kReadChunk);
-      auto [ec, n] = co_await sock.async_read_some(asio::buffer(space, kReadChunk), use_nothrow);
-      if (!ec) {
-        buf.commit(n);
-        got = n;
+      if (n == 0) {
+        last_read_eof = true;
+        break;
       }
-      last_read_eof = ec == asio::error::eof;
+      if (n == Stream::kError) break;
+      auto wec = co_await stream.wait_readable();
+      if (wec || deadline.expired() || closed) break;
     }
     deadline.disarm();
     co_return got;
@@ -194,7 +199,7 @@ struct ClientConnection::Impl {
   }
 
   awaitable<std::size_t> read_upstream(UpstreamConn& u, SteadyClock::duration timeout) {
-    auto n = co_await read_into(u.sock, u.buf, upstream_deadline, timeout);
+    auto n = co_await read_into(u.stream, u.buf, upstream_deadline, timeout);
     co_return n;
   }
 
@@ -203,22 +208,20 @@ struct ClientConnection::Impl {
     if (closed) co_return false;
     client_deadline.arm(limits().write_timeout);
     std::array<asio::const_buffer, 2> v{a, b};
-    auto [ec, n] = co_await asio::async_write(client, v, use_nothrow);
+    auto ec = co_await client.write(v.data(), b.size() > 0 ? 2 : 1);
     client_deadline.disarm();
-    (void)n;
     co_return !ec;
   }
 
   awaitable<bool> write_upstream(UpstreamConn& u, asio::const_buffer a, SteadyClock::duration timeout) {
     upstream_deadline.arm(timeout);
-    auto [ec, n] = co_await asio::async_write(u.sock, a, use_nothrow);
+    auto ec = co_await u.stream.write(&a, 1);
     upstream_deadline.disarm();
-    (void)n;
     co_return !ec;
   }
 
   awaitable<void> sleep(std::chrono::milliseconds d) {
-    asio::steady_timer t(client.get_executor(), d);
+    asio::steady_timer t(client.socket().get_executor(), d);
     co_await t.async_wait(use_nothrow);
   }
 
@@ -227,13 +230,13 @@ struct ClientConnection::Impl {
     struct linger lg {
       1, 0
     };
-    ::setsockopt(client.native_handle(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    ::setsockopt(client.socket().native_handle(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     close_client();
   }
 
   void close_client() {
     std::error_code ec;
-    client.close(ec);
+    client.socket().close(ec);
     closed = true;
   }
 
@@ -306,26 +309,27 @@ struct ClientConnection::Impl {
     }
   }
 
-  awaitable<bool> write_piece(tcp::socket& sock, Deadline& dl, OutFraming f, const std::string& piece) {
+  awaitable<bool> write_piece(Stream& stream, Deadline& dl, OutFraming f, const std::string& piece) {
     if (piece.empty()) co_return true;
     dl.arm(limits().write_timeout);
     std::error_code ec;
     if (f == OutFraming::Chunked) {
       auto size_line = hex(piece.size()) + "\r\n";
       std::array<asio::const_buffer, 3> bufs{asio::buffer(size_line), asio::buffer(piece), asio::buffer("\r\n", 2)};
-      std::tie(ec, std::ignore) = co_await asio::async_write(sock, bufs, use_nothrow);
+      ec = co_await stream.write(bufs.data(), bufs.size());
     } else {
-      std::tie(ec, std::ignore) = co_await asio::async_write(sock, asio::buffer(piece), use_nothrow);
+      auto one = asio::buffer(piece);
+      ec = co_await stream.write(&one, 1);
     }
     dl.disarm();
     co_return !ec && !dl.expired();
   }
 
-  awaitable<bool> write_end(tcp::socket& sock, Deadline& dl, OutFraming f) {
+  awaitable<bool> write_end(Stream& stream, Deadline& dl, OutFraming f) {
     if (f != OutFraming::Chunked) co_return true;
     dl.arm(limits().write_timeout);
-    auto [ec, n] = co_await asio::async_write(sock, asio::buffer("0\r\n\r\n", 5), use_nothrow);
-    (void)n;
+    auto last = asio::buffer("0\r\n\r\n", 5);
+    auto ec = co_await stream.write(&last, 1);
     dl.disarm();
     co_return !ec;
   }
@@ -430,9 +434,16 @@ struct ClientConnection::Impl {
   // Error path before a request could even be parsed: answer and close.
   awaitable<void> reject(int status, const char* code, std::string_view message, std::string_view method,
                          std::string_view target) {
+    auto r = error_response(status, code, std::string(message));
+    co_await reject_with(r, code, message, method, target, status != 408);
+  }
+
+  // Answers r and closes: for requests rproxy refuses before any routing.
+  awaitable<void> reject_with(LocalResponse& r, const char* code, std::string_view message, std::string_view method,
+                              std::string_view target, bool log_it) {
+    const int status = r.status;
     Exchange ex;
     ex.request.method = std::string(method);
-    auto r = error_response(status, code, std::string(message));
     std::size_t out = 0;
     auto start = std::chrono::system_clock::now();
     co_await send_local(ex, r, false, out);
@@ -441,7 +452,7 @@ struct ClientConnection::Impl {
     ex.outcome.bytes_out = out;
     ex.outcome.error = code;
     log_exchange(start, target.empty() ? "-" : std::string(target), ex, "");
-    if (status != 408) log_line("rproxy: " + std::to_string(status) + " from " + client_ip + ": " + std::string(message));
+    if (log_it) log_line("rproxy: " + std::to_string(status) + " from " + client_ip + ": " + std::string(message));
     // Lingering close: stop reading only after the peer has our answer, so it is not lost to an RST
     // caused by unread request bytes.
     co_await lingering_close();
@@ -450,8 +461,7 @@ struct ClientConnection::Impl {
   // Half-close, then read and discard what the client still sends for a moment, so the answer is not
   // destroyed by an RST that unread request bytes would cause on close (RFC 9112 §9.6).
   awaitable<void> lingering_close() {
-    std::error_code ec;
-    client.shutdown(tcp::socket::shutdown_send, ec);
+    if (!closed) co_await client.shutdown_send();
     auto until = SteadyClock::now() + std::chrono::seconds(2);
     std::size_t discarded = 0;
     while (!closed && discarded < 1024 * 1024 && SteadyClock::now() < until) {
@@ -498,15 +508,19 @@ struct ClientConnection::Impl {
 
   // ---- upstream connections -------------------------------------------------------------------------
 
-  enum class ConnectResult { Ok, Refused, Timeout, Failed };
+  enum class ConnectResult { Ok, Refused, Timeout, Failed, TlsFailed };
 
-  awaitable<ConnectResult> connect_upstream(const Url& url, Millis timeout, std::string& detail) {
-    auto key = url.authority();
+  // Connects to url (or takes a pooled connection), with the TLS handshake for https:// upstreams; the
+  // route's connect_timeout covers both.
+  awaitable<ConnectResult> connect_upstream(const Url& url, const RouteRuntime& route_rt, std::string& detail) {
+    const Millis timeout = route_rt.spec->connect_timeout;
+    const bool tls = url.scheme == "https";
+    auto key = tls ? "https://" + url.authority() + "#" + route_rt.spec->name : url.authority();
     if (auto c = worker.pool.take(key)) {
       upstream = std::move(c);
       co_return ConnectResult::Ok;
     }
-    auto conn = std::make_unique<UpstreamConn>(client.get_executor());
+    auto conn = std::make_unique<UpstreamConn>(client.socket().get_executor());
     conn->key = key;
     std::vector<tcp::endpoint> endpoints;
     std::error_code ec;
@@ -514,7 +528,7 @@ struct ClientConnection::Impl {
     if (!ec) {
       endpoints.emplace_back(addr, url.port);
     } else {
-      tcp::resolver resolver(client.get_executor());
+      tcp::resolver resolver(client.socket().get_executor());
       const std::string port = std::to_string(url.port);
       auto [rec, results] = co_await resolver.async_resolve(url.host, port, use_nothrow);
       if (rec) {
@@ -528,13 +542,23 @@ struct ClientConnection::Impl {
     std::error_code cec = asio::error::host_not_found;
     for (const auto& ep : endpoints) {
       std::error_code ignore;
-      upstream->sock.close(ignore);
-      std::tie(cec) = co_await upstream->sock.async_connect(ep, use_nothrow);
+      upstream->sock().close(ignore);
+      std::tie(cec) = co_await upstream->sock().async_connect(ep, use_nothrow);
       if (!cec || upstream_deadline.expired()) break;
+    }
+    bool handshake_failed = false;
+    if (!cec && !upstream_deadline.expired() && tls) {
+      set_nodelay(upstream->sock());
+      const auto& name = route_rt.spec->upstream_tls.server_name.empty() ? url.host
+                                                                          : route_rt.spec->upstream_tls.server_name;
+      upstream->stream.start_tls_client(route_rt.upstream_tls.get(), name, !route_rt.spec->upstream_tls.insecure);
+      handshake_failed = !co_await upstream->stream.handshake();
     }
     upstream_deadline.disarm();
     if (upstream_deadline.expired()) {
-      detail = "connecting to " + url.text + " timed out after " + format_duration(timeout);
+      detail = !cec && tls ? "TLS handshake with " + url.text + " did not complete within " + format_duration(timeout) +
+                                 " (is it an HTTPS port?)"
+                           : "connecting to " + url.text + " timed out after " + format_duration(timeout);
       upstream.reset();
       co_return ConnectResult::Timeout;
     }
@@ -543,14 +567,19 @@ struct ClientConnection::Impl {
       upstream.reset();
       co_return cec == asio::error::connection_refused ? ConnectResult::Refused : ConnectResult::Failed;
     }
-    set_nodelay(upstream->sock);
+    if (handshake_failed) {
+      detail = "upstream " + url.text + ": " + upstream->stream.error_text();
+      upstream.reset();
+      co_return ConnectResult::TlsFailed;
+    }
+    set_nodelay(upstream->sock());
     co_return ConnectResult::Ok;
   }
 
   void drop_upstream() {
     if (!upstream) return;
     std::error_code ec;
-    upstream->sock.close(ec);
+    upstream->sock().close(ec);
     upstream.reset();
   }
 
@@ -822,7 +851,7 @@ struct ClientConnection::Impl {
       if (group_left)
         for (std::size_t k = 0; k < n_up; ++k) mask[k] = mask[k] || outside[k];
       ui = balancer.pick(mask);
-      cr = co_await connect_upstream(route.upstreams[ui].url, route.connect_timeout, detail);
+      cr = co_await connect_upstream(route.upstreams[ui].url, route_rt, detail);
       if (cr == ConnectResult::Ok) break;
       skip[ui] = true;  // refused or timed out: the next candidate gets the request
     }
@@ -838,9 +867,10 @@ struct ClientConnection::Impl {
     if (cr != ConnectResult::Ok) {
       shared.upstream_errors.fetch_add(1, std::memory_order_relaxed);
       int st = cr == ConnectResult::Timeout ? 504 : 502;
-      error_code = cr == ConnectResult::Timeout  ? cause::kConnectTimeout
-                   : cr == ConnectResult::Refused ? cause::kConnectRefused
-                                                  : cause::kConnectFailed;
+      error_code = cr == ConnectResult::Timeout     ? cause::kConnectTimeout
+                   : cr == ConnectResult::Refused   ? cause::kConnectRefused
+                   : cr == ConnectResult::TlsFailed ? cause::kUpstreamTls
+                                                    : cause::kConnectFailed;
       log_line("rproxy: " + std::to_string(st) + " " + ex.request.method + " " + log_target + ": " + detail);
       if (framing.kind != BodyFraming::Kind::None) keep_alive = false;
       auto err = error_response(st, error_code, detail);
@@ -959,11 +989,11 @@ struct ClientConnection::Impl {
           fail_code == cause::kUpstreamClosed) {
         drop_upstream();
         std::string d;
-        auto c2 = co_await connect_upstream(url, route.connect_timeout, d);
+        auto c2 = co_await connect_upstream(url, route_rt, d);
         if (c2 == ConnectResult::Ok && !upstream->reused) continue;
         if (c2 == ConnectResult::Ok) {
           drop_upstream();
-          c2 = co_await connect_upstream(url, route.connect_timeout, d);
+          c2 = co_await connect_upstream(url, route_rt, d);
           if (c2 == ConnectResult::Ok) continue;
         }
         fail_detail = d;
@@ -972,7 +1002,9 @@ struct ClientConnection::Impl {
           fail_code = cause::kConnectTimeout;
         } else {
           fail_status = 502;
-          fail_code = c2 == ConnectResult::Refused ? cause::kConnectRefused : cause::kConnectFailed;
+          fail_code = c2 == ConnectResult::Refused     ? cause::kConnectRefused
+                      : c2 == ConnectResult::TlsFailed ? cause::kUpstreamTls
+                                                       : cause::kConnectFailed;
         }
       }
       drop_upstream();
@@ -1305,14 +1337,14 @@ struct ClientConnection::Impl {
           auto now = SteadyClock::now();
           if (due > now) co_await sleep(std::chrono::ceil<std::chrono::milliseconds>(due - now));
           upstream_deadline.arm(upstream_timeout);
-          if (!co_await write_piece(upstream->sock, upstream_deadline, out, part)) co_return BodySend::UpstreamFailed;
+          if (!co_await write_piece(upstream->stream, upstream_deadline, out, part)) co_return BodySend::UpstreamFailed;
         }
         continue;
       }
       upstream_deadline.arm(upstream_timeout);
-      if (!co_await write_piece(upstream->sock, upstream_deadline, out, piece)) co_return BodySend::UpstreamFailed;
+      if (!co_await write_piece(upstream->stream, upstream_deadline, out, piece)) co_return BodySend::UpstreamFailed;
     }
-    if (!co_await write_end(upstream->sock, upstream_deadline, out)) co_return BodySend::UpstreamFailed;
+    if (!co_await write_end(upstream->stream, upstream_deadline, out)) co_return BodySend::UpstreamFailed;
     co_return BodySend::Ok;
   }
 
@@ -1481,49 +1513,49 @@ struct ClientConnection::Impl {
   awaitable<void> tunnel() {
     using namespace asio::experimental::awaitable_operators;
     auto up = std::move(upstream);
-    tunnel_up = &up->sock;
+    tunnel_up = &up->stream;
     std::string to_up(in.view());
     in.clear();
     std::string to_client(up->buf.view());
     up->buf.clear();
-    co_await (pump(client, up->sock, to_up) && pump(up->sock, client, to_client));
+    co_await (pump(client, up->stream, to_up) && pump(up->stream, client, to_client));
     tunnel_up = nullptr;
     std::error_code ec;
-    up->sock.close(ec);
+    up->sock().close(ec);
     close_client();
   }
 
-  awaitable<void> pump(tcp::socket& from, tcp::socket& to, std::string& pending) {
+  awaitable<void> pump(Stream& from, Stream& to, std::string& pending) {
     std::error_code ec;
     if (!pending.empty()) {
-      std::tie(ec, std::ignore) = co_await asio::async_write(to, asio::buffer(pending), use_nothrow);
-      if (ec) {
-        from.close(ec);
+      asio::const_buffer first = asio::buffer(pending);
+      if (co_await to.write(&first, 1)) {
+        from.socket().close(ec);
         co_return;
       }
     }
     std::vector<char> buf(16 * 1024);
     while (true) {
-      auto [rec, n] = co_await from.async_read_some(asio::buffer(buf), use_nothrow);
+      auto [rec, n] = co_await from.read_some(buf.data(), buf.size());
       if (rec) {
         // EOF: pass the half-close on; anything else ends both directions.
         if (rec == asio::error::eof) {
-          to.shutdown(tcp::socket::shutdown_send, ec);
+          co_await to.shutdown_send();
         } else {
-          to.close(ec);
-          from.close(ec);
+          to.socket().close(ec);
+          from.socket().close(ec);
         }
         co_return;
       }
       // A peer that stops reading (zero window) is dropped after the write timeout.
       Deadline& dl = &to == &client ? client_deadline : upstream_deadline;
       dl.arm(limits().write_timeout);
-      auto [wec, wn] = co_await asio::async_write(to, asio::buffer(buf.data(), n), use_nothrow);
+      asio::const_buffer chunk = asio::buffer(buf.data(), n);
+      auto wec = co_await to.write(&chunk, 1);
       dl.disarm();
-      (void)wn;
       if (wec) {
-        from.close(ec);
-        to.close(ec);
+        from.socket().close(ec);
+        to.socket().close(ec);
         co_return;
       }
     }
@@ -1560,7 +1592,7 @@ struct ClientConnection::Impl {
     auto until = SteadyClock::now() + limit;
     while (!closed && SteadyClock::now() < until) {
       int queued = 0;
-      if (::ioctl(client.native_handle(), SIOCOUTQ, &queued) != 0 || queued == 0) co_return;
+      if (::ioctl(client.socket().native_handle(), SIOCOUTQ, &queued) != 0 || queued == 0) co_return;
       co_await sleep(Millis(5));
     }
   }
@@ -1578,8 +1610,89 @@ struct ClientConnection::Impl {
     }
   }
 
+  // ---- TLS listeners ---------------------------------------------------------------------------------
+
+  // Peeks at the first byte (a TLS handshake starts with 0x16), then runs the handshake, all within the
+  // head deadline. A plain HTTP request is served in the clear, only to say where HTTPS is.
+  awaitable<bool> accept_tls() {
+    client_deadline.arm(limits().head_timeout);
+    unsigned char first = 0;
+    while (true) {
+      auto n = ::recv(client.socket().native_handle(), &first, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n == 1) break;
+      if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        client_deadline.disarm();
+        close_client();
+        co_return false;
+      }
+      auto ec = co_await client.wait_readable();
+      if (ec || client_deadline.expired() || closed) {
+        client_deadline.disarm();
+        close_client();
+        co_return false;
+      }
+    }
+    if (first != 0x16) {
+      client_deadline.disarm();
+      plain_on_tls = true;
+      co_return true;
+    }
+    client.start_tls_server(rt->server_tls.get());
+    bool ok = co_await client.handshake();
+    client_deadline.disarm();
+    if (!ok) {
+      auto why = client.error_text();
+      if (why.find("unknown ca") != std::string::npos || why.find("bad certificate") != std::string::npos)
+        why += " (the client does not trust rproxy's certificate: see `rproxy ca trust` and `rproxy ca env`)";
+      log_line("rproxy: TLS handshake with " + client_ip + " failed: " + why);
+      close_client();
+      co_return false;
+    }
+    co_return true;
+  }
+
+  // https_url: where this request belongs on the HTTPS listener (Host's name, the HTTPS port, the target).
+  std::string https_url(const RequestHead& req, std::uint16_t port) const {
+    std::string host = listener.host;
+    if (auto h = req.headers.get("Host"); h && !h->empty()) {
+      std::string v(*h);
+      auto close = v.find(']');
+      auto colon = v.rfind(':');
+      host = v.front() == '[' ? v.substr(0, close == std::string::npos ? v.size() : close + 1)
+                              : (colon == std::string::npos ? v : v.substr(0, colon));
+    } else if (host.find(':') != std::string::npos) {
+      host = "[" + host + "]";
+    }
+    std::string target = req.target;
+    if (target.empty() || target.front() != '/') {  // absolute-form or "*": keep the path only
+      auto scheme = target.find("://");
+      auto slash = scheme == std::string::npos ? std::string::npos : target.find('/', scheme + 3);
+      target = slash == std::string::npos ? "/" : target.substr(slash);
+    }
+    return "https://" + host + (port == 443 ? "" : ":" + std::to_string(port)) + target;
+  }
+
+  awaitable<void> answer_plain_request(const RequestHead& req) {
+    if (listener.redirect_to_port != 0) {
+      auto url = https_url(req, listener.redirect_to_port);
+      LocalResponse r;
+      r.status = 308;
+      r.headers.add("Location", url);
+      r.headers.add("Content-Type", "text/plain; charset=utf-8");
+      r.body = "308 Permanent Redirect: " + url + "\n";
+      co_await reject_with(r, cause::kRedirectToHttps, "", req.method, req.target, false);
+      co_return;
+    }
+    auto url = https_url(req, listener.port);
+    auto r = error_response(400, cause::kHttpOnHttpsPort,
+                            "this port speaks HTTPS, and a plain HTTP request arrived; use " + url);
+    co_await reject_with(r, cause::kHttpOnHttpsPort, "plain HTTP request on the HTTPS port", req.method, req.target,
+                         true);
+  }
+
   awaitable<void> loop() {
     if (!co_await on_connect()) co_return;
+    if (listener.tls && !co_await accept_tls()) co_return;
     while (!closed) {
       if (shared.draining.load(std::memory_order_relaxed) && in.empty()) co_return;
       RequestParseResult pr;
@@ -1614,6 +1727,10 @@ struct ClientConnection::Impl {
         co_return;
       }
       in.consume(pr.consumed);
+      if (plain_on_tls || listener.redirect_to_port != 0) {
+        co_await answer_plain_request(pr.head);
+        co_return;
+      }
       bool keep = co_await handle(pr.head);
       if (!keep) co_return;
 
@@ -1621,8 +1738,8 @@ struct ClientConnection::Impl {
   }
 };
 
-ClientConnection::ClientConnection(Worker& worker, tcp::socket sock, std::string scheme, std::uint64_t id)
-    : impl_(std::make_unique<Impl>(worker, std::move(sock), std::move(scheme))) {
+ClientConnection::ClientConnection(Worker& worker, tcp::socket sock, const ListenerInfo& listener, std::uint64_t id)
+    : impl_(std::make_unique<Impl>(worker, std::move(sock), listener.tls ? "https" : "http", listener)) {
   impl_->connection_id = id;
   worker.connections.insert(this);
 }
@@ -1646,17 +1763,17 @@ awaitable<void> ClientConnection::run() {
 void ClientConnection::close_if_idle() {
   if (impl_->idle && impl_->in.empty()) {
     std::error_code ec;
-    impl_->client.cancel(ec);
+    impl_->client.socket().cancel(ec);
     impl_->closed = true;
   }
 }
 
 void ClientConnection::force_close() {
   std::error_code ec;
-  impl_->client.close(ec);
+  impl_->client.socket().close(ec);
   impl_->closed = true;
-  if (impl_->upstream) impl_->upstream->sock.close(ec);
-  if (impl_->tunnel_up) impl_->tunnel_up->close(ec);
+  if (impl_->upstream) impl_->upstream->sock().close(ec);
+  if (impl_->tunnel_up) impl_->tunnel_up->socket().close(ec);
 }
 
 }  // namespace rproxy

@@ -42,6 +42,7 @@ struct ProxyServer::Impl {
   ServerShared shared;
   std::vector<std::unique_ptr<Worker>> workers;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  std::vector<ListenerInfo> listener_info;  // parallel to acceptors
   std::vector<std::uint16_t> ports;
   std::size_t next_worker = 0;
   std::mutex mutex;
@@ -57,7 +58,7 @@ struct ProxyServer::Impl {
     return w;
   }
 
-  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor) {
+  asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, const ListenerInfo& info) {
     const auto max_conns = shared.runtime->scenario.limits.max_conns;
     while (acceptor.is_open()) {
       auto& w = pick_worker();
@@ -75,14 +76,15 @@ struct ProxyServer::Impl {
         shared.refused.fetch_add(1, std::memory_order_relaxed);
         std::error_code wec;
         sock.non_blocking(true, wec);
-        sock.write_some(asio::buffer(kOverloaded.data(), kOverloaded.size()), wec);
+        // A TLS client could not read a plain answer; it sees the connection close.
+        if (!info.tls) sock.write_some(asio::buffer(kOverloaded.data(), kOverloaded.size()), wec);
         sock.shutdown(tcp::socket::shutdown_send, wec);
         sock.close(wec);
         continue;
       }
       shared.active.fetch_add(1, std::memory_order_relaxed);
-      asio::post(w.ctx, [&w, conn_id, s = std::move(sock)]() mutable {
-        auto conn = std::make_shared<ClientConnection>(w, std::move(s), "http", conn_id);
+      asio::post(w.ctx, [&w, &info, conn_id, s = std::move(sock)]() mutable {
+        auto conn = std::make_shared<ClientConnection>(w, std::move(s), info, conn_id);
         asio::co_spawn(w.ctx, conn->run(), asio::detached);
       });
     }
@@ -118,7 +120,9 @@ void ProxyServer::start() {
   raise_fd_limit();
   const auto& s = impl_->shared.runtime->scenario;
   auto& w0 = *impl_->workers[0];
-  for (const auto& l : s.listeners) {
+  auto listeners = s.listeners;
+  if (s.tls.redirect_http) listeners.push_back(*s.tls.redirect_http);  // last, as ports() documents
+  for (const auto& l : listeners) {
     std::error_code ec;
     auto addr = asio::ip::make_address(l.host == "localhost" ? "127.0.0.1" : l.host, ec);
     if (ec) throw std::system_error(ec, "listen address " + l.to_string());
@@ -134,10 +138,19 @@ void ProxyServer::start() {
     acc->listen(asio::socket_base::max_listen_connections);  // SOMAXCONN (4096), well over 511
     impl_->ports.push_back(acc->local_endpoint().port());
     impl_->acceptors.push_back(std::move(acc));
+    impl_->listener_info.push_back(ListenerInfo{l.tls, l.host, impl_->ports.back(), 0});
+  }
+  if (s.tls.redirect_http) {
+    for (const auto& info : impl_->listener_info)
+      if (info.tls) {
+        impl_->listener_info.back().redirect_to_port = info.port;
+        break;
+      }
   }
   // Before any connection is accepted: a stage that cannot start (an unwritable recording) stops the start.
   each_stage(*impl_->shared.runtime, [](const std::string&, Stage& stage) { stage.on_start(); });
-  for (auto& a : impl_->acceptors) asio::co_spawn(w0.ctx, impl_->accept_loop(*a), asio::detached);
+  for (std::size_t i = 0; i < impl_->acceptors.size(); ++i)
+    asio::co_spawn(w0.ctx, impl_->accept_loop(*impl_->acceptors[i], impl_->listener_info[i]), asio::detached);
   for (auto& w : impl_->workers) {
     w->wheel.start();
     w->thread = std::thread([wp = w.get()] {
@@ -236,6 +249,8 @@ ServerStats ProxyServer::stats() const {
 }
 
 const Scenario& ProxyServer::scenario() const { return impl_->shared.runtime->scenario; }
+
+const std::vector<std::string>& ProxyServer::notices() const { return impl_->shared.runtime->notices; }
 
 
 nlohmann::json ProxyServer::report() const {

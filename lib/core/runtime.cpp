@@ -1,5 +1,9 @@
 #include "core/runtime.hpp"
 
+#include <algorithm>
+
+#include "tls/local_ca.hpp"
+
 namespace rproxy {
 
 namespace {
@@ -14,6 +18,51 @@ std::vector<std::unique_ptr<Stage>> build_stages(const std::vector<StageSpec>& s
     if (auto stage = info->factory(specs[i].params, p + ".params", context, problems)) out.push_back(std::move(stage));
   }
   return out;
+}
+
+// The listeners' certificate: the user's, or one from the local CA (created on first use).
+void build_server_tls(Runtime& rt, std::vector<std::string>& problems) {
+  const auto& s = rt.scenario;
+  if (std::none_of(s.listeners.begin(), s.listeners.end(), [](const auto& l) { return l.tls; })) return;
+  std::string cert = s.tls.cert;
+  std::string key = s.tls.key;
+  if (cert.empty()) {
+    try {
+      auto local = tls::ensure_local_certificates(tls::default_data_dir());
+      cert = local.cert;
+      key = local.key;
+      if (local.created_ca)
+        rt.notices.push_back("created a local CA: " + local.ca_cert +
+                             "; trust it with `rproxy ca trust`, or per shell with eval \"$(rproxy ca env)\"");
+      rt.notices.push_back("HTTPS certificate for localhost, *.localhost, 127.0.0.1 and ::1 from the local CA " +
+                           local.ca_cert + " (valid until " + local.leaf_not_after + ")");
+    } catch (const std::exception& e) {
+      problems.push_back(std::string("tls: cannot set up the local CA: ") + e.what());
+      return;
+    }
+  }
+  try {
+    rt.server_tls = tls::make_server_context(cert, key);
+  } catch (const std::exception& e) {
+    problems.push_back(std::string(s.tls.cert.empty() ? "tls" : "tls.cert") + ": " + e.what());
+  }
+}
+
+void build_upstream_tls(RouteRuntime& rr, const std::string& path, std::vector<std::string>& problems,
+                        std::vector<std::string>& notices) {
+  const auto& route = *rr.spec;
+  if (std::none_of(route.upstreams.begin(), route.upstreams.end(),
+                   [](const UpstreamSpec& u) { return u.url.scheme == "https"; }))
+    return;
+  try {
+    rr.upstream_tls = tls::make_client_context(route.upstream_tls.ca, route.upstream_tls.insecure);
+  } catch (const std::exception& e) {
+    problems.push_back(path + ".upstream_tls.ca: " + e.what());
+  }
+  if (route.upstream_tls.insecure)
+    notices.push_back("warning: route " + route.name +
+                      ": upstream certificates are NOT verified (--insecure); anyone on the path can impersonate "
+                      "the upstream");
 }
 }  // namespace
 
@@ -33,8 +82,10 @@ std::shared_ptr<const Runtime> build_runtime(Scenario scenario) {
     std::vector<unsigned> weights;
     for (const auto& u : s.routes[i].upstreams) weights.push_back(u.weight);
     rr.balancer = std::make_unique<Balancer>(s.routes[i].balance, std::move(weights), s.seed + i);
+    build_upstream_tls(rr, "routes[" + std::to_string(i) + "]", problems, rt->notices);
     rt->routes.push_back(std::move(rr));
   }
+  build_server_tls(*rt, problems);
   if (!problems.empty()) throw ConfigError(std::move(problems));
   rt->router = std::make_unique<Router>(s.routes);
   std::vector<Stage*> global;

@@ -10,6 +10,7 @@
 #include "rproxy/http_parser.hpp"
 #include "rproxy/scenario.hpp"
 #include "rproxy/stage.hpp"
+#include "tls/tls_context.hpp"
 
 namespace rproxy {
 
@@ -17,6 +18,7 @@ struct RouteRuntime {
   const Route* spec = nullptr;
   std::vector<std::unique_ptr<Stage>> stages;
   std::unique_ptr<Balancer> balancer;
+  tls::Context upstream_tls;  // set when the route has an https:// upstream
 };
 
 struct Runtime {
@@ -33,6 +35,9 @@ struct Runtime {
   // all_stages: every stage instance once, scenario-wide first (Stage::on_connect runs on each).
   std::vector<Stage*> all_stages;
   ParseLimits limits;
+  tls::Context server_tls;  // set when a listener is https://
+  // Things the user should know at start (the local CA was created, verification is off), one line each.
+  std::vector<std::string> notices;
 };
 
 // build_runtime validates the scenario and instantiates its stages; throws ConfigError with every problem.

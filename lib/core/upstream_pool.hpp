@@ -13,14 +13,18 @@
 
 #include "core/byte_buffer.hpp"
 #include "core/deadline.hpp"
+#include "core/stream.hpp"
 
 namespace rproxy {
 
 struct UpstreamConn {
-  explicit UpstreamConn(asio::any_io_executor ex) : sock(ex) {}
-  asio::ip::tcp::socket sock;
+  explicit UpstreamConn(asio::any_io_executor ex) : stream(asio::ip::tcp::socket(ex)) {}
+  Stream stream;
+  asio::ip::tcp::socket& sock() { return stream.socket(); }
   ByteBuffer buf;  // bytes read from the upstream not yet consumed
-  std::string key;  // authority it is connected to
+  // What it is connected to: the authority, plus scheme and route for TLS (a connection verified under one
+  // route's CA settings must not serve another route).
+  std::string key;
   SteadyClock::time_point idle_since{};
   bool reused = false;
 };
@@ -58,9 +62,9 @@ class UpstreamPool {
  private:
   // A closed or chatty idle connection must not carry the next request: peek without blocking.
   static bool still_open(UpstreamConn& c) {
-    if (!c.buf.empty()) return false;
+    if (!c.buf.empty() || c.stream.has_buffered_input()) return false;
     char b;
-    auto n = ::recv(c.sock.native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    auto n = ::recv(c.sock().native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
     return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
   }
   std::unordered_map<std::string, std::deque<std::unique_ptr<UpstreamConn>>> idle_;

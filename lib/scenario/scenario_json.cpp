@@ -47,17 +47,20 @@ using KeyTable = std::map<std::string_view, std::vector<std::string>, std::less<
 const KeyTable& key_table() {
   static const KeyTable table{
       {"scenario",
-       {"version", "seed", "listeners", "workers", "limits", "access_log", "report", "admin", "stages", "routes"}},
+       {"version", "seed", "listeners", "workers", "limits", "access_log", "report", "admin", "tls", "stages",
+        "routes"}},
       {"limits",
        {"max_conns", "max_body", "head_timeout", "body_timeout", "idle_timeout", "write_timeout",
         "drain_timeout"}},
       {"access_log", {"path", "format"}},
+      {"tls", {"cert", "key", "redirect_http"}},
       {"stage", {"type", "name", "params"}},
       {"route",
        {"name", "match", "strip_prefix", "rewrite", "upstreams", "balance", "host_header", "connect_timeout",
-        "read_timeout", "stages"}},
+        "read_timeout", "upstream_tls", "stages"}},
       {"match", {"host", "path_prefix", "path", "methods", "headers"}},
       {"upstream", {"url", "weight", "name"}},
+      {"upstream_tls", {"ca", "insecure", "server_name"}},
   };
   return table;
 }
@@ -344,6 +347,18 @@ Route read_route(Reader& r, const json& v, const std::string& path) {
   with_member(v, "read_timeout", path, [&](const json& m, const std::string& p) {
     if (auto d = r.duration(m, p)) route.read_timeout = *d;
   });
+  with_member(v, "upstream_tls", path, [&](const json& m, const std::string& p) {
+    if (!r.object(m, p, "upstream_tls")) return;
+    with_member(m, "ca", p, [&](const json& f, const std::string& fp) {
+      if (auto str = r.string(f, fp)) route.upstream_tls.ca = *str;
+    });
+    with_member(m, "insecure", p, [&](const json& f, const std::string& fp) {
+      if (auto b = r.boolean(f, fp)) route.upstream_tls.insecure = *b;
+    });
+    with_member(m, "server_name", p, [&](const json& f, const std::string& fp) {
+      if (auto str = r.string(f, fp)) route.upstream_tls.server_name = *str;
+    });
+  });
   with_member(v, "stages", path,
               [&](const json& m, const std::string& p) { route.stages = read_stages(r, m, p); });
   return route;
@@ -409,6 +424,24 @@ Scenario read_scenario(Reader& r, const json& doc) {
   });
   with_member(doc, "report", root, [&](const json& m, const std::string& p) {
     if (auto str = r.string(m, p)) s.report = *str;
+  });
+  with_member(doc, "tls", root, [&](const json& m, const std::string& p) {
+    if (!r.object(m, p, "tls")) return;
+    with_member(m, "cert", p, [&](const json& f, const std::string& fp) {
+      if (auto str = r.string(f, fp)) s.tls.cert = *str;
+    });
+    with_member(m, "key", p, [&](const json& f, const std::string& fp) {
+      if (auto str = r.string(f, fp)) s.tls.key = *str;
+    });
+    with_member(m, "redirect_http", p, [&](const json& f, const std::string& fp) {
+      auto str = r.string(f, fp);
+      if (!str || str->empty()) return;  // "" = no redirect listener
+      ListenAddress a;
+      if (auto err = parse_listen_address(*str, a))
+        r.fail(fp, *err);
+      else
+        s.tls.redirect_http = a;
+    });
   });
   with_member(doc, "admin", root, [&](const json& m, const std::string& p) {
     auto str = r.string(m, p);
@@ -492,6 +525,9 @@ class Validator {
     if (s.admin && !is_loopback_host(s.admin->host))
       report("admin", "the admin endpoint listens on loopback only (127.0.0.1, ::1 or localhost), got " +
                           quote(s.admin->to_string()));
+    else if (s.admin && s.admin->tls)
+      report("admin", "the admin endpoint speaks plain HTTP on loopback; drop \"https://\"");
+    check_tls(s);
     if (s.access_log.format != "text" && s.access_log.format != "json")
       report("access_log.format", "must be \"text\" or \"json\", got " + quote(s.access_log.format));
     check_stages(s.stages, "stages", {}, nullptr);
@@ -534,6 +570,32 @@ class Validator {
           break;
         }
       }
+    }
+  }
+
+  void check_tls(const Scenario& s) {
+    bool any_tls = std::any_of(s.listeners.begin(), s.listeners.end(), [](const auto& l) { return l.tls; });
+    if (s.tls.cert.empty() != s.tls.key.empty())
+      report(s.tls.cert.empty() ? "tls.cert" : "tls.key",
+             "tls.cert and tls.key go together (both empty = a certificate from rproxy's local CA)");
+    if (!s.tls.redirect_http) return;
+    const auto& r = *s.tls.redirect_http;
+    if (!any_tls)
+      report("tls.redirect_http", "redirects to an https:// listener, and there is none (use --tls or https://ADDR)");
+    if (r.tls) report("tls.redirect_http", "is the plain HTTP listener; drop \"https://\"");
+    for (std::size_t i = 0; i < s.listeners.size(); ++i)
+      if (r.port != 0 && s.listeners[i].host == r.host && s.listeners[i].port == r.port)
+        report("tls.redirect_http", "same address as listeners[" + std::to_string(i) + "] (" + r.to_string() + ")");
+  }
+
+  void check_upstream_tls(const Route& route, const std::string& path) {
+    const auto& t = route.upstream_tls;
+    if (t.insecure && !t.ca.empty())
+      report(path + ".upstream_tls", "ca and insecure contradict each other: insecure skips verification");
+    if (!t.server_name.empty()) {
+      Url probe;
+      if (t.server_name.find_first_of("/?#@[]:") != std::string::npos || parse_url("http://" + t.server_name, probe))
+        report(path + ".upstream_tls.server_name", "must be a host name or IP address, got " + quote(t.server_name));
     }
   }
 
@@ -696,6 +758,7 @@ class Validator {
         report(path + ".rewrite", "cannot be combined with strip_prefix; use one of them");
     }
     check_upstreams(route, path);
+    check_upstream_tls(route, path);
     positive(route.connect_timeout, path + ".connect_timeout");
     positive(route.read_timeout, path + ".read_timeout");
     check_stages(route.stages, path + ".stages", global_names, &route);
@@ -784,6 +847,9 @@ json route_to_json(const Route& r) {
               {"read_timeout", format_duration(r.read_timeout)},
               {"stages", stages_to_json(r.stages)}};
   if (r.rewrite) out["rewrite"] = *r.rewrite;
+  out["upstream_tls"] = {{"ca", r.upstream_tls.ca},
+                         {"insecure", r.upstream_tls.insecure},
+                         {"server_name", r.upstream_tls.server_name}};
   return out;
 }
 
@@ -956,6 +1022,9 @@ json scenario_to_json(const Scenario& s) {
       {"routes", routes},
   };
   out["admin"] = s.admin ? s.admin->to_string() : std::string();
+  out["tls"] = {{"cert", s.tls.cert},
+                {"key", s.tls.key},
+                {"redirect_http", s.tls.redirect_http ? s.tls.redirect_http->to_string() : std::string()}};
   return out;
 }
 

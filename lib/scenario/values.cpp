@@ -259,17 +259,27 @@ std::optional<std::string> parse_url(const std::string& text, Url& out) {
 }
 
 std::string ListenAddress::to_string() const {
-  return join_host_port(host, port);
+  return (tls ? "https://" : "") + join_host_port(host, port);
 }
 
-std::optional<std::string> parse_listen_address(const std::string& text, ListenAddress& out) {
-  const std::string shown = quote(text);
-  if (text.empty()) return "expected a listen address like \"127.0.0.1:8080\", got \"\"";
+std::optional<std::string> parse_listen_address(const std::string& full_text, ListenAddress& out) {
+  const std::string shown = quote(full_text);
+  // "https://ADDR" is a TLS listener, "http://ADDR" the same as ADDR: people paste URLs.
+  bool tls = false;
+  std::string text = full_text;
+  if (text.rfind("https://", 0) == 0) {
+    tls = true;
+    text = text.substr(8);
+  } else if (text.rfind("http://", 0) == 0) {
+    text = text.substr(7);
+  }
+  if (!text.empty() && text.back() == '/') text.pop_back();
+  if (text.empty()) return "expected a listen address like \"127.0.0.1:8080\", got " + shown;
   // A bare port is the common case on the command line ("--listen 9000").
   if (all_digits(text)) {
     auto port = parse_port(text, /*allow_zero=*/true);
     if (!port) return shown + " has an invalid port (must be 0-65535)";
-    out = ListenAddress{"127.0.0.1", *port};
+    out = ListenAddress{"127.0.0.1", *port, tls};
     return std::nullopt;
   }
   std::string host;
@@ -287,7 +297,7 @@ std::optional<std::string> parse_listen_address(const std::string& text, ListenA
   } else if (auto err = check_host(host, bracketed)) {
     return shown + " " + *err;
   }
-  out = ListenAddress{to_lower(host), *port};
+  out = ListenAddress{to_lower(host), *port, tls};
   return std::nullopt;
 }
 

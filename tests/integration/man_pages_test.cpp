@@ -65,7 +65,7 @@ TEST_CASE("man pages: every record and replay flag is documented") {
 
 TEST_CASE("man pages: every subcommand is listed in rproxy.1") {
   auto page = man_page("rproxy.1");
-  for (std::string cmd : {"serve", "split", "record", "replay", "run", "validate", "echo"}) {
+  for (std::string cmd : {"serve", "split", "fault", "record", "replay", "run", "validate", "echo", "ca"}) {
     CAPTURE(cmd);
     bool listed = page.find("\n.B " + cmd + "\n") != std::string::npos ||
                   page.find("\n.BI " + cmd + " ") != std::string::npos;

@@ -270,8 +270,25 @@ TEST_CASE("values: parse_listen_address rejects bad input") {
   CHECK(listen_error("[::1]x:80").has_value());
   CHECK(listen_error("[]:80").has_value());
   CHECK(listen_error("a b:80") == R"("a b:80" has an invalid host "a b")");
-  CHECK(listen_error("http://127.0.0.1:8080").has_value());
+  CHECK(listen_error("ftp://127.0.0.1:8080").has_value());
+  CHECK(listen_error("https://").has_value());
   CHECK(listen_error("127.0.0.1:").has_value());
+}
+
+TEST_CASE("values: an https:// listen address is a TLS listener and prints back the same") {
+  ListenAddress a;
+  REQUIRE_FALSE(rproxy::parse_listen_address("https://127.0.0.1:8443", a));
+  CHECK(a.tls);
+  CHECK(a.host == "127.0.0.1");
+  CHECK(a.port == 8443);
+  CHECK(a.to_string() == "https://127.0.0.1:8443");
+  REQUIRE_FALSE(rproxy::parse_listen_address("https://[::1]:0/", a));
+  CHECK(a.tls);
+  CHECK(a.to_string() == "https://[::1]:0");
+  // A pasted http:// URL is the plain listener it names.
+  REQUIRE_FALSE(rproxy::parse_listen_address("http://localhost:9000", a));
+  CHECK_FALSE(a.tls);
+  CHECK(a.to_string() == "localhost:9000");
 }
 
 TEST_CASE("values: ListenAddress to_string brackets IPv6 and round trips") {
@@ -469,6 +486,58 @@ TEST_CASE("scenario: every key is read") {
   CHECK(api.stages[0].type == "headers");
   CHECK(s.routes[1].match.path == "/old");
   CHECK(s.routes[1].rewrite == "/new");
+}
+
+TEST_CASE("scenario: tls and upstream_tls are read, validated and round trip") {
+  json doc = minimal_doc();
+  doc["listeners"] = {"https://127.0.0.1:8443", "127.0.0.1:8080"};
+  doc["tls"] = {{"cert", "c.pem"}, {"key", "k.pem"}, {"redirect_http", "127.0.0.1:8081"}};
+  doc["routes"][0]["upstreams"] = {"https://api.internal:8443"};
+  doc["routes"][0]["upstream_tls"] = {{"ca", "ca.pem"}, {"server_name", "api.internal"}};
+  Scenario s = rproxy::scenario_from_json(doc);
+  CHECK(s.listeners[0].tls);
+  CHECK_FALSE(s.listeners[1].tls);
+  CHECK(s.tls.cert == "c.pem");
+  CHECK(s.tls.key == "k.pem");
+  REQUIRE(s.tls.redirect_http.has_value());
+  CHECK(s.tls.redirect_http->port == 8081);
+  CHECK(s.routes[0].upstream_tls.ca == "ca.pem");
+  CHECK_FALSE(s.routes[0].upstream_tls.insecure);
+  CHECK(s.routes[0].upstream_tls.server_name == "api.internal");
+  CHECK(rproxy::scenario_from_json(rproxy::scenario_to_json(s)) == s);
+  // Defaults: no TLS anywhere, and they round trip too.
+  Scenario plain = rproxy::scenario_from_json(minimal_doc());
+  CHECK(plain.tls == rproxy::TlsConfig{});
+  CHECK(rproxy::scenario_from_json(rproxy::scenario_to_json(plain)) == plain);
+}
+
+TEST_CASE("scenario: tls mistakes are reported with their paths") {
+  json half = minimal_doc();
+  half["listeners"] = {"https://127.0.0.1:8443"};
+  half["tls"] = {{"cert", "c.pem"}};
+  CHECK(problems_of(half) ==
+        Problems{"tls.key: tls.cert and tls.key go together (both empty = a certificate from rproxy's local CA)"});
+  json redirect = minimal_doc();
+  redirect["tls"] = {{"redirect_http", "127.0.0.1:8081"}};
+  CHECK(problems_of(redirect) ==
+        Problems{"tls.redirect_http: redirects to an https:// listener, and there is none (use --tls or https://ADDR)"});
+  json clash = minimal_doc();
+  clash["listeners"] = {"https://127.0.0.1:8443"};
+  clash["tls"] = {{"redirect_http", "127.0.0.1:8443"}};
+  CHECK(problems_of(clash) == Problems{"tls.redirect_http: same address as listeners[0] (127.0.0.1:8443)"});
+  json both = minimal_doc();
+  both["routes"][0]["upstream_tls"] = {{"ca", "ca.pem"}, {"insecure", true}};
+  CHECK(problems_of(both) ==
+        Problems{"routes[0].upstream_tls: ca and insecure contradict each other: insecure skips verification"});
+  json name = minimal_doc();
+  name["routes"][0]["upstream_tls"] = {{"server_name", "a/b"}};
+  CHECK(problems_of(name) == Problems{R"(routes[0].upstream_tls.server_name: must be a host name or IP address, got "a/b")"});
+  json typo = minimal_doc();
+  typo["routes"][0]["upstream_tls"] = {{"insecur", true}};
+  CHECK(problems_of(typo) == Problems{R"(routes[0].upstream_tls.insecur: unknown key; did you mean "insecure"?)"});
+  json admin = minimal_doc();
+  admin["admin"] = "https://127.0.0.1:9901";
+  CHECK(problems_of(admin) == Problems{R"(admin: the admin endpoint speaks plain HTTP on loopback; drop "https://")"});
 }
 
 TEST_CASE("scenario: unknown key is reported with its path") {
@@ -1076,6 +1145,8 @@ TEST_CASE("schema: is valid JSON and lists the keys the parser accepts") {
   CHECK(key_set(defs["match"]["properties"]) == parser_keys("match"));
   CHECK(key_set(defs["upstream"]["properties"]) == parser_keys("upstream"));
   CHECK(key_set(defs["stage"]["properties"]) == parser_keys("stage"));
+  CHECK(key_set(schema["properties"]["tls"]["properties"]) == parser_keys("tls"));
+  CHECK(key_set(defs["route"]["properties"]["upstream_tls"]["properties"]) == parser_keys("upstream_tls"));
   CHECK_THROWS_AS(rproxy::scenario_json_keys("nope"), std::out_of_range);
 }
 

@@ -1,0 +1,28 @@
+// TLS contexts for the data plane: the listeners' server context and the client contexts routes use to
+// reach https:// upstreams. OpenSSL stays behind lib/tls and core/stream; SSL_CTX is thread-safe once
+// built, so every worker shares one.
+#pragma once
+
+#include <memory>
+#include <string>
+
+struct ssl_ctx_st;
+
+namespace rproxy::tls {
+
+using Context = std::shared_ptr<ssl_ctx_st>;
+
+// make_server_context loads a PEM certificate chain and key: TLS 1.2 minimum, forward-secret AEAD suites
+// only, ALPN http/1.1 (never h2: rproxy speaks HTTP/1.1), no renegotiation, SNI accepted. Throws
+// std::runtime_error naming the file and OpenSSL's reason.
+Context make_server_context(const std::string& cert_file, const std::string& key_file);
+
+// make_client_context verifies upstream certificates against the system store plus ca_file (if given),
+// or not at all when insecure. TLS 1.2 minimum, ALPN http/1.1. Throws std::runtime_error naming ca_file.
+Context make_client_context(const std::string& ca_file, bool insecure);
+
+// openssl_error pops OpenSSL's error queue into one readable reason ("no such file", "key values
+// mismatch"); "" when the queue is empty.
+std::string openssl_error();
+
+}  // namespace rproxy::tls
