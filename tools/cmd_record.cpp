@@ -177,6 +177,8 @@ void setup_replay(CLI::App& app, CliState& state) {
         o.url = *against;
         o.ignore_json = cassette->ignore_json;
         o.report = common->report.value_or("");
+        o.upstream_ca = common->upstream_ca.value_or("");
+        o.insecure = common->insecure;
         state.exit_code = replay_against(o);
         return;
       }

@@ -52,9 +52,15 @@ int replay_against(const AgainstOptions& o) {
     std::cerr << "rproxy: error: --against " << o.url << ": " << *err << "\n";
     return kExitUsage;
   }
-  if (url.scheme != "http") {
-    std::cerr << "rproxy: error: --against " << o.url << ": only http:// backends for now\n";
-    return kExitUsage;
+  TlsTarget tls;
+  if (url.scheme == "https") {
+    try {
+      tls.context = tls::make_client_context(o.upstream_ca, o.insecure);
+      tls.verify = !o.insecure;
+    } catch (const std::exception& e) {
+      std::cerr << "rproxy: error: --upstream-ca: " << e.what() << "\n";
+      return kExitUsage;
+    }
   }
   stages::DiffOptions diff;
   if (!o.compare_headers.empty()) diff.headers = o.compare_headers;
@@ -83,7 +89,7 @@ int replay_against(const AgainstOptions& o) {
     const std::string head = request_head(it, url, body.size());
     CapturedResponse live;
     asio::co_spawn(ctx,
-                   exchange_once(url, head, body, it.method, kCaptureCap, std::chrono::seconds(30), live),
+                   exchange_once(url, tls, head, body, it.method, kCaptureCap, std::chrono::seconds(30), live),
                    asio::detached);
     ctx.run();
     ctx.restart();

@@ -10,7 +10,9 @@ namespace rproxy::cli {
 
 struct AgainstOptions {
   std::string recording;
-  std::string url;                           // http://host:port of the backend
+  std::string url;                           // http(s)://host:port of the backend
+  std::string upstream_ca;                   // extra CA for an https:// backend (--upstream-ca)
+  bool insecure = false;                     // --insecure
   std::vector<std::string> ignore_json;      // as --ignore-json
   std::vector<std::string> compare_headers;  // default Content-Type
   std::string report;                        // JSON report file, "" = none

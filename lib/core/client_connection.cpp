@@ -1169,7 +1169,7 @@ struct ClientConnection::Impl {
     }
     if (shadow) {
       primary_capture.duration_ms = std::chrono::duration<double, std::milli>(SteadyClock::now() - t0).count();
-      launch_shadow(*shadow, ex, route, up, framing.kind != BodyFraming::Kind::None || had_content_length,
+      launch_shadow(*shadow, ex, route_rt, up, framing.kind != BodyFraming::Kind::None || had_content_length,
                     request_cut_short, primary_capture);
     }
     shadow_done = true;
@@ -1206,9 +1206,10 @@ struct ClientConnection::Impl {
   }
 
   // Sends the copy of a finished exchange to the shadow upstream, detached from this connection.
-  void launch_shadow(const ShadowRequest& sr, const Exchange& ex, const Route& route, const RequestHead& up_head,
-                     bool had_body, bool request_cut_short, CapturedResponse& primary) {
+  void launch_shadow(const ShadowRequest& sr, const Exchange& ex, const RouteRuntime& route_rt,
+                     const RequestHead& up_head, bool had_body, bool request_cut_short, CapturedResponse& primary) {
     if (!sr.observer) return;
+    const Route& route = *route_rt.spec;
     if (shadow_body_over) return skip_shadow(sr, ex, "request body over the shadow capture cap");
     const UpstreamSpec* target = nullptr;
     for (const auto& u : route.upstreams)
@@ -1237,6 +1238,9 @@ struct ClientConnection::Impl {
     job->exchange = ex;
     job->primary = std::move(primary);
     job->url = target->url;
+    if (target->url.scheme == "https") {
+      job->tls = TlsTarget{route_rt.upstream_tls, route.upstream_tls.server_name, !route.upstream_tls.insecure};
+    }
     job->capture_cap = sr.capture;
     job->timeout = sr.timeout;
     job->observer = sr.observer;

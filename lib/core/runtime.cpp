@@ -26,15 +26,17 @@ void build_server_tls(Runtime& rt, std::vector<std::string>& problems) {
   if (std::none_of(s.listeners.begin(), s.listeners.end(), [](const auto& l) { return l.tls; })) return;
   std::string cert = s.tls.cert;
   std::string key = s.tls.key;
+  std::string local_ca_dir;
   if (cert.empty()) {
     try {
       auto local = tls::ensure_local_certificates(tls::default_data_dir());
       cert = local.cert;
       key = local.key;
+      local_ca_dir = local.dir;
       if (local.created_ca)
         rt.notices.push_back("created a local CA: " + local.ca_cert +
                              "; trust it with `rproxy ca trust`, or per shell with eval \"$(rproxy ca env)\"");
-      rt.notices.push_back("HTTPS certificate for localhost, *.localhost, 127.0.0.1 and ::1 from the local CA " +
+      rt.notices.push_back("HTTPS certificate for localhost, 127.0.0.1, ::1 and every *.localhost name from the local CA " +
                            local.ca_cert + " (valid until " + local.leaf_not_after + ")");
     } catch (const std::exception& e) {
       problems.push_back(std::string("tls: cannot set up the local CA: ") + e.what());
@@ -42,7 +44,7 @@ void build_server_tls(Runtime& rt, std::vector<std::string>& problems) {
     }
   }
   try {
-    rt.server_tls = tls::make_server_context(cert, key);
+    rt.server_tls = tls::make_server_context(cert, key, local_ca_dir);
   } catch (const std::exception& e) {
     problems.push_back(std::string(s.tls.cert.empty() ? "tls" : "tls.cert") + ": " + e.what());
   }

@@ -10,6 +10,7 @@
 
 #include "core/access_log.hpp"
 #include "core/runtime.hpp"
+#include "core/stream.hpp"
 #include "rproxy/http_parser.hpp"
 
 namespace rproxy {
@@ -21,8 +22,8 @@ constexpr auto use_nothrow = asio::experimental::as_tuple(asio::use_awaitable);
 
 // Timer state outlives the coroutine frame if the timer fires late, so it is shared.
 struct Watchdog {
-  explicit Watchdog(const asio::any_io_executor& ex) : sock(ex), timer(ex) {}
-  tcp::socket sock;
+  explicit Watchdog(const asio::any_io_executor& ex) : stream(tcp::socket(ex)), timer(ex) {}
+  Stream stream;
   asio::steady_timer timer;
   bool expired = false;
 };
@@ -33,7 +34,7 @@ asio::awaitable<std::string> read_response(Watchdog& w, const std::string& metho
   std::string buf;
   std::array<char, 16 * 1024> chunk;
   auto read_some = [&]() -> asio::awaitable<std::size_t> {
-    auto [ec, n] = co_await w.sock.async_read_some(asio::buffer(chunk), use_nothrow);
+    auto [ec, n] = co_await w.stream.read_some(chunk.data(), chunk.size());
     if (ec) co_return 0;
     buf.append(chunk.data(), n);
     co_return n;
@@ -107,9 +108,10 @@ asio::awaitable<std::string> read_response(Watchdog& w, const std::string& metho
 
 }  // namespace
 
-asio::awaitable<void> exchange_once(const Url& url, const std::string& head, const std::string& body,
-                                    const std::string& method, std::uint64_t capture_cap,
-                                    std::chrono::milliseconds timeout, CapturedResponse& out) {
+asio::awaitable<void> exchange_once(const Url& url, const TlsTarget& tls, const std::string& head,
+                                    const std::string& body, const std::string& method,
+                                    std::uint64_t capture_cap, std::chrono::milliseconds timeout,
+                                    CapturedResponse& out) {
   auto executor = co_await asio::this_coro::executor;
   auto w = std::make_shared<Watchdog>(executor);
   w->timer.expires_after(timeout);
@@ -117,7 +119,7 @@ asio::awaitable<void> exchange_once(const Url& url, const std::string& head, con
     if (ec) return;
     w->expired = true;
     std::error_code ignore;
-    w->sock.close(ignore);
+    w->stream.socket().close(ignore);
   });
   auto t0 = std::chrono::steady_clock::now();
   std::string error;
@@ -128,17 +130,21 @@ asio::awaitable<void> exchange_once(const Url& url, const std::string& head, con
     if (rec) {
       error = "cannot resolve " + url.host;
     } else {
-      auto [cec, ep] = co_await asio::async_connect(w->sock, endpoints, use_nothrow);
+      auto [cec, ep] = co_await asio::async_connect(w->stream.socket(), endpoints, use_nothrow);
       if (cec)
         error = w->expired                               ? "timeout"
                 : cec == asio::error::connection_refused ? "connect refused"
                                                          : "connect failed";
     }
   }
+  if (error.empty() && tls.context) {
+    w->stream.start_tls_client(tls.context.get(), tls.server_name.empty() ? url.host : tls.server_name,
+                               tls.verify);
+    if (!co_await w->stream.handshake()) error = w->expired ? "timeout" : w->stream.error_text();
+  }
   if (error.empty()) {
     std::array<asio::const_buffer, 2> bufs{asio::buffer(head), asio::buffer(body)};
-    auto [wec, n] = co_await asio::async_write(w->sock, bufs, use_nothrow);
-    (void)n;
+    auto wec = co_await w->stream.write(bufs.data(), body.empty() ? 1 : 2);
     if (wec) error = w->expired ? "timeout" : "request not sent";
   }
   if (error.empty()) {
@@ -147,7 +153,7 @@ asio::awaitable<void> exchange_once(const Url& url, const std::string& head, con
   }
   w->timer.cancel();
   std::error_code ignore;
-  w->sock.close(ignore);
+  w->stream.socket().close(ignore);
   out.error = error;
   out.duration_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -170,8 +176,8 @@ asio::awaitable<void> run_shadow(ShadowJob* raw) {
     }
   } release{*job};
   CapturedResponse shadow;
-  co_await exchange_once(job->url, job->head, job->body, job->exchange.request.method, job->capture_cap,
-                         job->timeout, shadow);
+  co_await exchange_once(job->url, job->tls, job->head, job->body, job->exchange.request.method,
+                         job->capture_cap, job->timeout, shadow);
   release.reported = true;
   try {
     job->observer->on_shadow(job->exchange, job->primary, shadow);

@@ -15,10 +15,19 @@
 #include "core/hash.hpp"
 #include "rproxy/scenario.hpp"
 #include "rproxy/stage.hpp"
+#include "tls/tls_context.hpp"
 
 namespace rproxy {
 
 struct Runtime;
+
+// TlsTarget says how to reach an https:// URL: the client context (verification settings) and the name
+// sent as SNI and verified. An empty context means plain TCP.
+struct TlsTarget {
+  tls::Context context;
+  std::string server_name;
+  bool verify = true;
+};
 
 // ShadowJob is everything one shadow exchange needs; it owns copies, never references into a connection.
 struct ShadowJob {
@@ -26,6 +35,7 @@ struct ShadowJob {
   Exchange exchange;                       // as the primary saw it (request after stages, its response)
   CapturedResponse primary;
   Url url;           // the shadow upstream
+  TlsTarget tls;     // for an https:// shadow upstream
   std::string head;  // serialized request head for the shadow upstream
   std::string body;  // the whole request body (teed, at most the cap)
   std::uint64_t capture_cap = 0;
@@ -37,9 +47,10 @@ struct ShadowJob {
 // exchange_once sends one serialized request (head + body) to url on a fresh connection and captures the
 // response into out (bounded by capture_cap, hashed whole); failures land in out.error. Used for shadow
 // copies and for `rproxy replay --against`. All arguments are references the caller keeps alive.
-asio::awaitable<void> exchange_once(const Url& url, const std::string& head, const std::string& body,
-                                    const std::string& method, std::uint64_t capture_cap,
-                                    std::chrono::milliseconds timeout, CapturedResponse& out);
+asio::awaitable<void> exchange_once(const Url& url, const TlsTarget& tls, const std::string& head,
+                                    const std::string& body, const std::string& method,
+                                    std::uint64_t capture_cap, std::chrono::milliseconds timeout,
+                                    CapturedResponse& out);
 
 // run_shadow takes ownership of job (a raw pointer so nothing non-trivial is passed by value into the
 // coroutine, which g++ 12 miscompiles).

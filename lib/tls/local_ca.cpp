@@ -675,6 +675,27 @@ void issue_leaf(const std::string& dir, std::chrono::seconds valid_for, const st
   write_leaf(f, s.ca.get(), s.ca_key.get(), valid_for, subject_alt_name);
 }
 
+}  // namespace detail
+
+LeafPem issue_leaf_for(const std::string& dir, const std::string& dns_name) {
+  auto is_label_char = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.';
+  };
+  const std::string suffix = ".localhost";
+  if (dns_name.size() <= suffix.size() || dns_name.size() > 253 ||
+      dns_name.compare(dns_name.size() - suffix.size(), suffix.size(), suffix) != 0 ||
+      !std::all_of(dns_name.begin(), dns_name.end(), is_label_char) ||
+      dns_name.find("..") != std::string::npos || dns_name.front() == '.' || dns_name.front() == '-')
+    throw std::runtime_error("the local CA issues certificates for names under localhost only, not \"" +
+                             dns_name + "\"");
+  const Files f = files_in(dir);
+  auto s = load_ca_for_issuing(f);
+  auto leaf = make_leaf(s.ca.get(), s.ca_key.get(), kLeafValidity, "DNS:" + dns_name);
+  return LeafPem{to_pem(leaf.cert.get()), to_pem(leaf.key.get())};
+}
+
+namespace detail {
+
 void issue_ca(const std::string& dir, std::chrono::seconds valid_for) {
   const Files f = files_in(dir);
   make_private_dirs(f.dir);

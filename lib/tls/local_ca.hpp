@@ -47,6 +47,19 @@ std::string describe_certificate(const std::string& pem_path);
 // describe_certificate.
 std::string certificate_fingerprint(const std::string& pem_path);
 
+// LeafPem is a certificate and its private key, PEM-encoded.
+struct LeafPem {
+  std::string cert;
+  std::string key;
+};
+
+// issue_leaf_for signs, in memory, a leaf naming only dns_name (which must be under localhost) with the
+// CA in dir. TLS listeners on the local CA use it for SNI on demand: OpenSSL-based clients (curl, Python,
+// Node) refuse the leaf's *.localhost wildcard, since it stands for a single label, so app.localhost gets
+// a certificate of its own. Throws std::runtime_error when the CA cannot be read or the name is not under
+// localhost.
+LeafPem issue_leaf_for(const std::string& dir, const std::string& dns_name);
+
 // detail: building blocks shared with the tests and `rproxy ca`, not part of the CA's interface.
 namespace detail {
 

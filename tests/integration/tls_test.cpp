@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/echo_json.hpp"
@@ -377,6 +378,42 @@ TEST_SUITE("tls") {
     CHECK(again.json()["target"] == "/recorded?n=1");
   }
 
+  TEST_CASE("tls: split shadows copies of variant a traffic to an https variant b over TLS") {
+    TestCa ca;
+    auto a = start_echo("a");
+    auto b = start_echo("b");
+    ProxyFixture secure_b(tls_scenario(echo_url(*b), ca));
+    Route r;
+    auto ua = upstream_spec(echo_url(*a));
+    ua.name = "a";
+    auto ub = upstream_spec("https://127.0.0.1:" + std::to_string(secure_b.port()));
+    ub.name = "b";
+    r.upstreams = {ua, ub};
+    r.upstream_tls.ca = ca.certs.ca_cert;
+    r.stages.push_back(
+        StageSpec{"split",
+                  "",
+                  {{"variants", {{{"name", "a"}}, {{"name", "b"}}}},
+                   {"shadow", {{"variant", "b"}, {"ignore", {"name", "remote_addr", "headers"}}}}}});
+    ProxyFixture proxy(make_scenario({r}));
+    int from_b = 0;
+    for (int i = 0; i < 20; ++i) {
+      auto resp = fetch(proxy.port(), get_request("/s?i=" + std::to_string(i)));
+      REQUIRE(resp.status == 200);
+      from_b += resp.header("X-Echo-Name") == "b";
+    }
+    CHECK(from_b == 0);  // the shadow variant gets copies only
+    json sh;
+    for (int i = 0; i < 50; ++i) {
+      sh = proxy.server().report()["stages"]["default/split"]["shadow"];
+      if (sh["compared"] == 20 - from_b) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    CAPTURE(sh.dump());
+    CHECK(sh["compared"] == 20 - from_b);  // every request served by a was copied to b, over TLS
+    CHECK(sh["identical"] == sh["compared"]);
+  }
+
   TEST_CASE("tls: rproxy serve --tls with the local CA, then curl --cacert $(rproxy ca path)") {
     TempDir data;
     auto e = start_echo("cli");
@@ -398,6 +435,40 @@ TEST_SUITE("tls") {
     CHECK(read_file(ca_path) == before);
     CHECK(rp2.proc->wait_for_stderr("rproxy: HTTPS certificate", milliseconds(2000)).has_value());
     CHECK(rp2.proc->stderr_text().find("created a local CA") == std::string::npos);
+    ::unsetenv("RPROXY_DATA_DIR");
+  }
+
+  TEST_CASE(
+      "tls: with the local CA, every name under localhost gets a certificate naming it (SNI on demand)") {
+    TempDir data;
+    ::setenv("RPROXY_DATA_DIR", data.path().c_str(), 1);
+    auto e = start_echo("sni");
+    auto s = make_scenario({make_route({echo_url(*e)})});
+    s.listeners[0].tls = true;  // no cert: the local CA's
+    ProxyFixture proxy(s);
+    const auto port = std::to_string(proxy.port());
+    for (std::string host : {"app.localhost", "api.app.localhost", "localhost"}) {
+      CAPTURE(host);
+      auto r = run_curl({"--cacert", data.file("ca.pem"), "--resolve", host + ":" + port + ":127.0.0.1",
+                         https(proxy.port(), "/n", host)});
+      REQUIRE(r.exit_code == 0);
+      CHECK(json::parse(r.out)["target"] == "/n");
+    }
+    auto served = [&](const std::string& sni) {
+      return run_command({"sh", "-c",
+                          "openssl s_client -connect 127.0.0.1:" + port + " -servername " + sni +
+                              " </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName"})
+          .out;
+    };
+    auto app = served("app.localhost");
+    CHECK(app.find("DNS:app.localhost") != std::string::npos);
+    CHECK(app.find("DNS:localhost") == std::string::npos);
+    // Names outside localhost get the default certificate, which does not name them.
+    auto other = served("example.com");
+    CHECK(other.find("DNS:localhost, DNS:*.localhost") != std::string::npos);
+    auto r = run_curl({"--cacert", data.file("ca.pem"), "--resolve", "example.com:" + port + ":127.0.0.1",
+                       "-o", "/dev/null", https(proxy.port(), "/", "example.com")});
+    CHECK(r.exit_code == 60);
     ::unsetenv("RPROXY_DATA_DIR");
   }
 
