@@ -15,6 +15,7 @@ import argparse
 import json
 import re
 import socket
+import ssl
 import statistics
 import sys
 import time
@@ -49,10 +50,11 @@ def cmd_wait(hostport, seconds):
     return 1
 
 
-def cmd_check(url, size):
+def cmd_check(url, size, cafile=None):
     try:
         req = urllib.request.Request(url, headers={"User-Agent": "rproxy-bench"})
-        with urllib.request.urlopen(req, timeout=10) as r:
+        ctx = ssl.create_default_context(cafile=cafile) if url.startswith("https://") else None
+        with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
             body = r.read()
             if r.status != 200:
                 print(f"{url}: HTTP {r.status}", file=sys.stderr)
@@ -115,6 +117,9 @@ def cmd_meta(out):
             "rproxy-split": "rproxy split --workers 1, two variants 90/10 (the split stage's cost)",
             "rproxy-fault": "rproxy fault --workers 1, three rules drawn per request, none firing (the fault stage's cost)",
             "direct": "wrk straight at the upstream nginx (reference, no proxy)",
+            "nginx-tls": "as nginx, terminating TLS (listen ssl; TLS 1.2/1.3; the same P-256 certificate)",
+            "haproxy-tls": "as haproxy, terminating TLS (bind ssl crt; the same certificate)",
+            "rproxy-tls": "rproxy serve --workers 1 --tls-cert/--tls-key (the same certificate)",
         },
     }
     with open(out, "w") as f:
@@ -284,7 +289,8 @@ def cmd_report(args):
             by_key[(wl["id"], proxy)] = row
 
     for row in results:
-        ref = by_key.get((row["workload"], "nginx"))
+        # TLS rows compare with nginx terminating TLS too.
+        ref = by_key.get((row["workload"], "nginx-tls" if row["proxy"].endswith("-tls") else "nginx"))
         thr = p99 = None
         if ref:
             a, b = row["median"]["requests_per_sec"], ref["median"]["requests_per_sec"]
@@ -403,7 +409,7 @@ def main():
     if cmd == "wait":
         return cmd_wait(rest[0], float(rest[1]))
     if cmd == "check":
-        return cmd_check(rest[0], int(rest[1]))
+        return cmd_check(rest[0], int(rest[1]), rest[2] if len(rest) > 2 else None)
     if cmd == "meta":
         return cmd_meta(rest[0])
     if cmd == "report":

@@ -167,7 +167,15 @@ chmod 755 "$WORK" "$WORK/www" && chmod 644 "$WORK/www/1k" "$WORK/www/1m"
 PROBLEMS="$WORK/problems.txt"; : >"$PROBLEMS"
 SKIPPED="$WORK/skipped.tsv"; : >"$SKIPPED"
 
-read -r P_UP P_NGINX P_HAPROXY P_RP1 P_RP2 P_RPS P_RPF < <(python3 "$LIB" ports 7)
+read -r P_UP P_NGINX P_HAPROXY P_RP1 P_RP2 P_RPS P_RPF P_NGINX_TLS P_HAPROXY_TLS P_RP_TLS \
+  < <(python3 "$LIB" ports 10)
+
+# One certificate for every TLS terminator: rproxy's local CA in a scratch data directory (P-256 leaf).
+CA_DIR="$WORK/ca"
+RPROXY_DATA_DIR="$CA_DIR" "$RPROXY" ca path >/dev/null
+CERT="$CA_DIR/localhost.pem" KEY="$CA_DIR/localhost-key.pem" CA_CERT="$CA_DIR/ca.pem"
+cat "$CERT" "$KEY" >"$WORK/haproxy.pem"
+chmod 755 "$CA_DIR" && chmod 644 "$CERT" "$KEY"  # nginx reads them as its unprivileged worker
 
 # start NAME LOGBASE CMD...: run CMD in the background, remember its pid under NAME
 start() {
@@ -242,6 +250,18 @@ EOF
       proxy_set_header Connection "";
     }
   }
+  server {
+    listen 127.0.0.1:$P_NGINX_TLS ssl backlog=4096;
+    ssl_certificate $CERT;
+    ssl_certificate_key $KEY;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:10m;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
 }
 EOF
 } >"$WORK/nginx/nginx.conf"
@@ -260,6 +280,9 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:$P_HAPROXY
+  default_backend be
+frontend fe_tls
+  bind 127.0.0.1:$P_HAPROXY_TLS ssl crt $WORK/haproxy.pem ssl-min-ver TLSv1.2
   default_backend be
 backend be
   server up 127.0.0.1:$P_UP
@@ -292,12 +315,19 @@ start rproxy-split "$WORK/logs/rproxy-split" "$RPROXY" split --listen "127.0.0.1
 # The cost of the fault stage: 1 worker, three rules evaluated (drawn) on every request that never fire.
 start rproxy-fault "$WORK/logs/rproxy-fault" "$RPROXY" fault --listen "127.0.0.1:$P_RPF" --workers 1 \
   --to "http://127.0.0.1:$P_UP" --abort 503@0% --reset 0% --latency 5ms@0% --quiet
+# TLS termination, against nginx and HAProxy terminating TLS with the same certificate.
+start rproxy-tls "$WORK/logs/rproxy-tls" "$RPROXY" serve --listen "127.0.0.1:$P_RP_TLS" --workers 1 \
+  --tls-cert "$CERT" --tls-key "$KEY" --to "http://127.0.0.1:$P_UP" --quiet
 
 declare -A PORT=([direct]=$P_UP [nginx]=$P_NGINX [haproxy]=$P_HAPROXY [rproxy]=$P_RP1 [rproxy-2w]=$P_RP2
-                 [rproxy-split]=$P_RPS [rproxy-fault]=$P_RPF)
+                 [rproxy-split]=$P_RPS [rproxy-fault]=$P_RPF [nginx-tls]=$P_NGINX_TLS
+                 [haproxy-tls]=$P_HAPROXY_TLS [rproxy-tls]=$P_RP_TLS)
 declare -A PROC=([direct]=upstream [nginx]=nginx [haproxy]=haproxy [rproxy]=rproxy [rproxy-2w]=rproxy-2w
-                 [rproxy-split]=rproxy-split [rproxy-fault]=rproxy-fault)
-CANDIDATES=(direct nginx haproxy rproxy rproxy-2w rproxy-split rproxy-fault)
+                 [rproxy-split]=rproxy-split [rproxy-fault]=rproxy-fault [nginx-tls]=nginx
+                 [haproxy-tls]=haproxy [rproxy-tls]=rproxy-tls)
+CANDIDATES=(direct nginx haproxy rproxy rproxy-2w rproxy-split rproxy-fault nginx-tls haproxy-tls rproxy-tls)
+# base_url TARGET: how wrk and the check reach it (https for the TLS terminators)
+base_url() { if [[ $1 == *-tls ]]; then echo "https://127.0.0.1:${PORT[$1]}"; else echo "http://127.0.0.1:${PORT[$1]}"; fi; }
 TARGETS=()
 failed=0
 for t in "${CANDIDATES[@]}"; do
@@ -311,7 +341,7 @@ for t in "${CANDIDATES[@]}"; do
   fi
   ok=1
   for f in 1k:1024 1m:1048576; do
-    if ! err=$(python3 "$LIB" check "http://127.0.0.1:${PORT[$t]}/${f%%:*}" "${f#*:}" 2>&1); then
+    if ! err=$(python3 "$LIB" check "$(base_url "$t")/${f%%:*}" "${f#*:}" "$CA_CERT" 2>&1); then
       msg="$t did not answer GET /${f%%:*} correctly: $err"
       log "$msg"; echo "$msg" >>"$PROBLEMS"; ok=0; failed=1
     fi
@@ -324,7 +354,7 @@ for t in "${CANDIDATES[@]}"; do
 done
 [[ $failed == 0 ]] || log "some proxies did not answer; they are left out of the table"
 log "rproxy: $RPROXY ($RPROXY_BUILD); peers: ${TARGETS[*]}"
-log "ports: upstream=$P_UP nginx=$P_NGINX haproxy=$P_HAPROXY rproxy=$P_RP1 rproxy-2w=$P_RP2 rproxy-split=$P_RPS rproxy-fault=$P_RPF"
+log "ports: upstream=$P_UP nginx=$P_NGINX haproxy=$P_HAPROXY rproxy=$P_RP1 rproxy-2w=$P_RP2 rproxy-split=$P_RPS rproxy-fault=$P_RPF nginx-tls=$P_NGINX_TLS haproxy-tls=$P_HAPROXY_TLS rproxy-tls=$P_RP_TLS"
 
 # ------------------------------------------------------------------------------------------ workloads
 # id, path, connections, wrk threads, description
@@ -337,11 +367,11 @@ EOF
 mapfile -t WL_LINES <"$WORKLOADS"
 
 RUNS="$WORK/runs.tsv"; : >"$RUNS"
-run_wrk() {  # out path conns threads duration port
-  local out=$1 path=$2 conns=$3 threads=$4 dur=$5 port=$6
+run_wrk() {  # out path conns threads duration target
+  local out=$1 path=$2 conns=$3 threads=$4 dur=$5 target=$6
   set +e
   timeout $((dur + 60)) "$WRK" -t"$threads" -c"$conns" -d"${dur}s" --timeout "$WRK_TIMEOUT" --latency \
-    "http://127.0.0.1:$port$path" >"$out" 2>&1
+    "$(base_url "$target")$path" >"$out" 2>&1
   local rc=$?
   set -e
   return $rc
@@ -368,9 +398,11 @@ if awk -v l="${LOAD_START%% *}" -v c="$(nproc)" 'BEGIN {exit !(l > 0.25 * c)}'; 
   log "warning: $msg"; echo "$msg" >>"$PROBLEMS"
 fi
 log "warm-up: 1 s per proxy"
-for t in "${TARGETS[@]}"; do run_wrk "$WORK/raw/warmup-$t.txt" /1k 50 1 1 "${PORT[$t]}" || true; done
+for t in "${TARGETS[@]}"; do run_wrk "$WORK/raw/warmup-$t.txt" /1k 50 1 1 "$t" || true; done
 
-total=$(( ROUNDS * ${#WL_LINES[@]} * ${#TARGETS[@]} ))
+tls_targets=0
+for t in "${TARGETS[@]}"; do [[ $t == *-tls ]] && tls_targets=$((tls_targets + 1)); done
+total=$(( ROUNDS * (${#WL_LINES[@]} * ${#TARGETS[@]} - tls_targets) ))
 n=0
 for ((round = 1; round <= ROUNDS; round++)); do
   # rotate the proxy order each round so no proxy always runs right after the same neighbour
@@ -381,6 +413,8 @@ for ((round = 1; round <= ROUNDS; round++)); do
   for wl in "${WL_LINES[@]}"; do
     IFS=$'\t' read -r wid wpath wconns wthreads _ <<<"$wl"
     for t in "${order[@]}"; do
+      # 1,000 fresh TLS handshakes measure the client's (wrk's) crypto more than the proxy: not run for TLS.
+      [[ $t == *-tls && $wid == 1k-c1000 ]] && continue
       n=$((n + 1))
       raw="$WORK/raw/r$round-$wid-$t.txt"
       if ! alive "${PROC[$t]}"; then
@@ -390,7 +424,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
         continue
       fi
       rc=0
-      run_wrk "$raw" "$wpath" "$wconns" "$wthreads" "$DURATION" "${PORT[$t]}" || rc=$?
+      run_wrk "$raw" "$wpath" "$wconns" "$wthreads" "$DURATION" "$t" || rc=$?
       printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$wid" "$t" "$rc" "ran" "$raw" >>"$RUNS"
       summary=$(awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {printf "%s req/s, p99 %s", r, p}' "$raw")
       errs=$(grep -E 'Socket errors|Non-2xx|unable to' "$raw" | tr '\n' ' ' || true)

@@ -2,6 +2,9 @@
 // listeners by ephemeral ports, then one request per route must reach that route's upstreams.
 #include <doctest/doctest.h>
 
+#include <stdlib.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <map>
 
@@ -51,11 +54,15 @@ TEST_CASE("scenarios: every example loads and routes traffic to its upstreams") 
         if (!e) e = start_echo(u.url.text);
         REQUIRE(!parse_url(echo_url(*e), u.url));
       }
-    s.listeners = {ListenAddress{"127.0.0.1", 0}};
+    // TLS examples keep TLS, with a local CA in a scratch directory (never the user's).
+    const bool tls = std::any_of(s.listeners.begin(), s.listeners.end(), [](const auto& l) { return l.tls; });
+    s.listeners = {ListenAddress{"127.0.0.1", 0, tls}};
+    if (s.tls.redirect_http) s.tls.redirect_http->port = 0;
     s.access_log.path.clear();
     s.report.clear();
     // Files stages write (fault journals) go to a scratch directory, not the working directory.
     TempDir scratch;
+    if (tls) ::setenv("RPROXY_DATA_DIR", scratch.path().c_str(), 1);
     auto relocate = [&](std::vector<StageSpec>& stages) {
       for (auto& st : stages)
         if (st.params.is_object() && st.params.contains("journal"))
@@ -69,6 +76,12 @@ TEST_CASE("scenarios: every example loads and routes traffic to its upstreams") 
       const auto& route = s.routes[i];
       CAPTURE(route.name);
       RawClient c(proxy.port());
+      if (tls) {
+        TlsOptions options;
+        options.ca_file = scratch.file("ca.pem");
+        options.server_name = "localhost";
+        REQUIRE(c.start_tls(options));
+      }
       c.send(request_for(route));
       auto resp = c.read_response();
       REQUIRE(resp.status == 200);
