@@ -30,6 +30,7 @@ struct Stream::Tls {
   BIO* in = nullptr;    // network → OpenSSL (owned by ssl)
   BIO* out = nullptr;   // OpenSSL → network (owned by ssl)
   std::string pending;  // TLS bytes taken from `out`, not yet on the socket
+  std::string gather;   // small gathered writes are joined here, to go out as one record
   bool writing = false;
   bool tcp_eof = false;
   ~Tls() {
@@ -174,6 +175,21 @@ asio::awaitable<std::pair<std::error_code, std::size_t>> Stream::read_some(char*
   }
 }
 
+bool Stream::send_now() {
+  // The common case: nothing queued and the socket takes the whole output at once, straight from
+  // OpenSSL's buffer, with no copy and no suspension.
+  if (!tls_->pending.empty()) return false;
+  char* data = nullptr;
+  auto len = BIO_get_mem_data(tls_->out, &data);
+  if (len <= 0) return true;
+  auto n = ::send(sock_.native_handle(), data, static_cast<std::size_t>(len), MSG_DONTWAIT | MSG_NOSIGNAL);
+  std::size_t sent = n > 0 ? static_cast<std::size_t>(n) : 0;
+  if (sent < static_cast<std::size_t>(len))
+    tls_->pending.append(data + sent, static_cast<std::size_t>(len) - sent);
+  (void)BIO_reset(tls_->out);
+  return tls_->pending.empty();
+}
+
 asio::awaitable<std::error_code> Stream::flush() {
   // Drains everything OpenSSL produced, including bytes added while an earlier part was being sent.
   while (true) {
@@ -205,6 +221,18 @@ asio::awaitable<std::error_code> Stream::write(const asio::const_buffer* buffers
   }
   tls_->writing = true;
   std::error_code result;
+  // A response head and a small body become one record (one seal, one header) instead of two.
+  std::size_t total = 0;
+  for (std::size_t i = 0; i < count; ++i) total += buffers[i].size();
+  asio::const_buffer joined;
+  if (count > 1 && total <= 16 * 1024) {
+    tls_->gather.clear();
+    for (std::size_t i = 0; i < count; ++i)
+      tls_->gather.append(static_cast<const char*>(buffers[i].data()), buffers[i].size());
+    joined = asio::buffer(tls_->gather);
+    buffers = &joined;
+    count = 1;
+  }
   for (std::size_t i = 0; i < count && !result; ++i) {
     const char* p = static_cast<const char*>(buffers[i].data());
     std::size_t left = buffers[i].size();
@@ -223,7 +251,7 @@ asio::awaitable<std::error_code> Stream::write(const asio::const_buffer* buffers
     // Bound what one write holds encrypted in memory: send as we go on large writes.
     if (!result && BIO_ctrl_pending(tls_->out) >= 256 * 1024) result = co_await flush();
   }
-  if (!result) result = co_await flush();
+  if (!result && !send_now()) result = co_await flush();
   tls_->writing = false;
   co_return result;
 }

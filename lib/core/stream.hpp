@@ -72,6 +72,9 @@ class Stream {
   // writer sends it, in order, after its own bytes).
   void flush_nonblocking();
   long feed_from_socket();
+  // send_now sends OpenSSL's output without waiting when the socket takes all of it; false when some is
+  // left (queued in pending for flush()).
+  bool send_now();
   asio::awaitable<std::error_code> flush();
   void set_ssl_error(const char* what, int ret);
 

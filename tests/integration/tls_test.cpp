@@ -148,6 +148,30 @@ TEST_SUITE("tls") {
     CHECK(c.tls_error().find("version") != std::string::npos);
   }
 
+  TEST_CASE("tls: a client that stalls before or during the handshake is dropped at the head deadline") {
+    TestCa ca;
+    auto e = start_echo();
+    auto s = tls_scenario(echo_url(*e), ca);
+    s.limits.head_timeout = Millis(500);
+    ProxyFixture proxy(s);
+    {
+      RawClient silent(proxy.port());
+      auto start = Clock::now();
+      CHECK(silent.wait_closed(milliseconds(3000)));
+      CHECK(ms_since(start) < 1500);
+    }
+    {
+      // The first bytes of a ClientHello, then nothing.
+      RawClient partial(proxy.port());
+      partial.send(std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11));
+      auto start = Clock::now();
+      CHECK(partial.wait_closed(milliseconds(3000)));
+      CHECK(ms_since(start) < 1500);
+    }
+    // Meanwhile and afterwards, real clients are served.
+    CHECK(fetch_tls(proxy.port(), get_request("/ok", "localhost"), verify_with(ca)).status == 200);
+  }
+
   TEST_CASE("tls: plain HTTP on the TLS port gets a clear 400 naming the https URL") {
     TestCa ca;
     auto e = start_echo();
