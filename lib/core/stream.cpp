@@ -61,23 +61,22 @@ void Stream::set_ssl_error(const char* what, int ret) {
   ERR_clear_error();
 }
 
-void Stream::start_tls_server(ssl_ctx_st* ctx) {
+void Stream::attach_tls(ssl_ctx_st* ctx) {
   tls_ = std::make_unique<Tls>();
   tls_->ssl = SSL_new(ctx);
   tls_->in = BIO_new(BIO_s_mem());
   tls_->out = BIO_new(BIO_s_mem());
   BIO_set_mem_eof_return(tls_->in, -1);
   SSL_set_bio(tls_->ssl, tls_->in, tls_->out);
+}
+
+void Stream::start_tls_server(ssl_ctx_st* ctx) {
+  attach_tls(ctx);
   SSL_set_accept_state(tls_->ssl);
 }
 
 void Stream::start_tls_client(ssl_ctx_st* ctx, const std::string& server_name, bool verify_name) {
-  tls_ = std::make_unique<Tls>();
-  tls_->ssl = SSL_new(ctx);
-  tls_->in = BIO_new(BIO_s_mem());
-  tls_->out = BIO_new(BIO_s_mem());
-  BIO_set_mem_eof_return(tls_->in, -1);
-  SSL_set_bio(tls_->ssl, tls_->in, tls_->out);
+  attach_tls(ctx);
   SSL_set_connect_state(tls_->ssl);
   bool ip = is_ip_literal(server_name);
   // RFC 6066: SNI carries DNS names only.

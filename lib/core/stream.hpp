@@ -68,6 +68,7 @@ class Stream {
 
  private:
   struct Tls;
+  void attach_tls(ssl_ctx_st* ctx);
   // Moves TLS output into out_ and sends what the socket takes now, unless a write is in progress (that
   // writer sends it, in order, after its own bytes).
   void flush_nonblocking();

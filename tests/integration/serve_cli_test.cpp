@@ -20,13 +20,6 @@ using namespace rproxy::test;
 
 namespace {
 
-std::vector<std::string> lines_of(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
-
 std::size_t error_lines(const std::string& text) {
   std::size_t n = 0;
   for (const auto& l : lines_of(text))

@@ -49,12 +49,6 @@ class PayloadChecker {
   long long bad_ = -1;
 };
 
-std::string websocket_upgrade(const std::string& target) {
-  return "GET " + target +
-         " HTTP/1.1\r\nHost: proxy.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-}
-
 }  // namespace
 
 TEST_SUITE("serve") {

@@ -57,12 +57,6 @@ RunResult s_client(std::uint16_t port, std::vector<std::string> extra) {
   return r;
 }
 
-std::string websocket_upgrade(const std::string& target) {
-  return "GET " + target +
-         " HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
-}
-
 }  // namespace
 
 TEST_SUITE("tls") {
@@ -301,7 +295,7 @@ TEST_SUITE("tls") {
     ProxyFixture proxy(tls_scenario(echo_url(*e), ca));
     RawClient c(proxy.port());
     REQUIRE(c.start_tls(verify_with(ca)));
-    c.send(websocket_upgrade("/ws"));
+    c.send(websocket_upgrade("/ws", "localhost"));
     auto head = c.read_head();
     REQUIRE(head.status == 101);
     CHECK(head.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");

@@ -86,8 +86,12 @@ SslCall ssl_call(SSL* ssl, F&& f, bool (*ok)(int)) {
   return c;
 }
 
-bool positive(int r) { return r > 0; }
-bool non_negative(int r) { return r >= 0; }
+bool positive(int r) {
+  return r > 0;
+}
+bool non_negative(int r) {
+  return r >= 0;
+}
 
 // drain_ssl_errors joins OpenSSL's queued errors (oldest first) and empties the queue; connection_reset
 // is set when one of them is the system error ECONNRESET (OpenSSL 3 may report a reset that way).
@@ -117,7 +121,7 @@ std::string describe_failure(SSL* ssl, const std::string& what, const SslCall& c
     case SSL_ERROR_SYSCALL:
       if (c.saved_errno == ECONNRESET && connection_reset) *connection_reset = true;
       msg += "syscall error: ";
-      msg += !queued.empty()        ? queued
+      msg += !queued.empty()      ? queued
              : c.saved_errno != 0 ? std::string(std::strerror(c.saved_errno))
                                   : std::string("unexpected EOF (no close_notify)");
       break;
@@ -182,7 +186,9 @@ std::size_t HttpResponse::header_count(std::string_view name) const {
   return n;
 }
 
-nlohmann::json HttpResponse::json() const { return nlohmann::json::parse(body); }
+nlohmann::json HttpResponse::json() const {
+  return nlohmann::json::parse(body);
+}
 
 RawClient::RawClient(std::uint16_t port, const std::string& host) {
   sockaddr_storage ss{};
@@ -193,13 +199,15 @@ RawClient::RawClient(std::uint16_t port, const std::string& host) {
     auto* a6 = reinterpret_cast<sockaddr_in6*>(&ss);
     a6->sin6_family = AF_INET6;
     a6->sin6_port = htons(port);
-    if (::inet_pton(AF_INET6, host.c_str(), &a6->sin6_addr) != 1) throw std::runtime_error("bad address " + host);
+    if (::inet_pton(AF_INET6, host.c_str(), &a6->sin6_addr) != 1)
+      throw std::runtime_error("bad address " + host);
     len = sizeof(sockaddr_in6);
   } else {
     auto* a4 = reinterpret_cast<sockaddr_in*>(&ss);
     a4->sin_family = AF_INET;
     a4->sin_port = htons(port);
-    if (::inet_pton(AF_INET, host.c_str(), &a4->sin_addr) != 1) throw std::runtime_error("bad address " + host);
+    if (::inet_pton(AF_INET, host.c_str(), &a4->sin_addr) != 1)
+      throw std::runtime_error("bad address " + host);
     len = sizeof(sockaddr_in);
   }
   fd_ = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -297,13 +305,15 @@ bool RawClient::start_tls(const TlsOptions& options, milliseconds timeout) {
     std::string name = options.server_name;
     if (name.size() > 2 && name.front() == '[' && name.back() == ']') name = name.substr(1, name.size() - 2);
     unsigned char addr[16];
-    bool is_ip = ::inet_pton(AF_INET, name.c_str(), addr) == 1 || ::inet_pton(AF_INET6, name.c_str(), addr) == 1;
+    bool is_ip =
+        ::inet_pton(AF_INET, name.c_str(), addr) == 1 || ::inet_pton(AF_INET6, name.c_str(), addr) == 1;
     if (is_ip) {
       // An IP is checked against the certificate's IP SANs; SNI must not carry an IP (RFC 6066 section 3).
       if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), name.c_str()) != 1)
         return fail("X509_VERIFY_PARAM_set1_ip_asc " + name + ": " + drain_ssl_errors());
     } else {
-      if (SSL_set1_host(ssl_, name.c_str()) != 1) return fail("SSL_set1_host " + name + ": " + drain_ssl_errors());
+      if (SSL_set1_host(ssl_, name.c_str()) != 1)
+        return fail("SSL_set1_host " + name + ": " + drain_ssl_errors());
       if (SSL_set_tlsext_host_name(ssl_, name.c_str()) != 1)
         return fail("SSL_set_tlsext_host_name " + name + ": " + drain_ssl_errors());
     }
@@ -316,7 +326,8 @@ bool RawClient::start_tls(const TlsOptions& options, milliseconds timeout) {
   if (SSL_set_fd(ssl_, fd_) != 1) return fail("SSL_set_fd: " + drain_ssl_errors());
 
   for (;;) {
-    auto c = ssl_call(ssl_, [&] { return SSL_connect(ssl_); }, [](int r) { return r == 1; });
+    auto c = ssl_call(
+        ssl_, [&] { return SSL_connect(ssl_); }, [](int r) { return r == 1; });
     if (c.ret == 1) break;
     auto events = want_events(c.error);
     if (events == 0) return fail(describe_failure(ssl_, "TLS handshake", c, nullptr));
@@ -334,7 +345,9 @@ std::string RawClient::alpn_selected() const {
   return data ? std::string(reinterpret_cast<const char*>(data), len) : std::string();
 }
 
-std::string RawClient::tls_version() const { return ssl_ ? SSL_get_version(ssl_) : ""; }
+std::string RawClient::tls_version() const {
+  return ssl_ ? SSL_get_version(ssl_) : "";
+}
 
 std::string RawClient::peer_certificate_subject() const {
   if (!ssl_) return {};
@@ -376,7 +389,8 @@ bool RawClient::tls_try_send(std::string_view data) {
   while (!data.empty()) {
     // Partial writes are off, so a WANT_* retry must repeat exactly this buffer and length.
     int len = static_cast<int>(std::min<std::size_t>(data.size(), 1 << 20));
-    auto c = ssl_call(ssl_, [&] { return SSL_write(ssl_, data.data(), len); }, positive);
+    auto c = ssl_call(
+        ssl_, [&] { return SSL_write(ssl_, data.data(), len); }, positive);
     if (c.ret > 0) {
       data.remove_prefix(static_cast<std::size_t>(c.ret));
       continue;
@@ -408,7 +422,8 @@ void RawClient::tls_shutdown_write() {
   for (;;) {
     // Called once only: the first SSL_shutdown sends close_notify (returning 0); a second would wait for
     // the peer's close_notify, which is for the test to read (peer_closed()/tls_close_notify()).
-    auto c = ssl_call(ssl_, [&] { return SSL_shutdown(ssl_); }, non_negative);
+    auto c = ssl_call(
+        ssl_, [&] { return SSL_shutdown(ssl_); }, non_negative);
     if (c.ret >= 0) return;
     if (c.error == SSL_ERROR_WANT_WRITE && wait_fd(fd_, POLLOUT, deadline)) continue;
     tls_error_ = describe_failure(ssl_, "SSL_shutdown", c, nullptr);
@@ -416,14 +431,17 @@ void RawClient::tls_shutdown_write() {
   }
 }
 
-bool RawClient::fill(milliseconds timeout) { return fill_until(Clock::now() + timeout); }
+bool RawClient::fill(milliseconds timeout) {
+  return fill_until(Clock::now() + timeout);
+}
 
 bool RawClient::tls_fill_until(Clock::time_point deadline) {
   for (;;) {
     // SSL_read comes before poll: decrypted bytes (SSL_pending) or whole records may already sit inside
     // OpenSSL, and the socket would not show them as readable.
     char tmp[65536];
-    auto c = ssl_call(ssl_, [&] { return SSL_read(ssl_, tmp, sizeof(tmp)); }, positive);
+    auto c = ssl_call(
+        ssl_, [&] { return SSL_read(ssl_, tmp, sizeof(tmp)); }, positive);
     if (c.ret > 0) {
       buf_.append(tmp, static_cast<std::size_t>(c.ret));
       return true;
@@ -647,15 +665,23 @@ HttpResponse fetch(std::uint16_t port, const std::string& request, ReadOptions o
   return c.read_response(options);
 }
 
-HttpResponse fetch_tls(std::uint16_t port, const std::string& request, const TlsOptions& tls, ReadOptions options) {
+HttpResponse fetch_tls(std::uint16_t port, const std::string& request, const TlsOptions& tls,
+                       ReadOptions options) {
   RawClient c(port);
   if (!c.start_tls(tls, options.timeout)) throw std::runtime_error("fetch_tls: " + c.tls_error());
   c.send(request);
   return c.read_response(options);
 }
 
-std::string get_request(const std::string& target, const std::string& host, const std::string& extra_headers) {
+std::string get_request(const std::string& target, const std::string& host,
+                        const std::string& extra_headers) {
   return "GET " + target + " HTTP/1.1\r\nHost: " + host + "\r\n" + extra_headers + "\r\n";
+}
+
+std::string websocket_upgrade(const std::string& target, const std::string& host) {
+  return "GET " + target + " HTTP/1.1\r\nHost: " + host +
+         "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 }
 
 long long first_payload_mismatch(std::string_view body, std::uint64_t offset) {

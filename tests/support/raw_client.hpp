@@ -153,6 +153,10 @@ HttpResponse fetch_tls(std::uint16_t port, const std::string& request, const Tls
 std::string get_request(const std::string& target, const std::string& host = "proxy.test",
                         const std::string& extra_headers = "");
 
+// websocket_upgrade: a WebSocket upgrade request for target (the RFC 6455 sample key, whose accept value is
+// "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=").
+std::string websocket_upgrade(const std::string& target, const std::string& host = "proxy.test");
+
 // check_payload compares body with echo_payload_byte() from offset; returns the first bad offset or -1.
 long long first_payload_mismatch(std::string_view body, std::uint64_t offset = 0);
 

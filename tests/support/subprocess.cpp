@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 extern char** environ;
@@ -26,7 +27,9 @@ MemoryStatus memory_status(pid_t pid) {
   return m;
 }
 
-std::string rproxy_binary() { return RPROXY_BINARY; }
+std::string rproxy_binary() {
+  return RPROXY_BINARY;
+}
 
 Subprocess::Subprocess(std::vector<std::string> argv) {
   if (argv.empty()) throw std::runtime_error("Subprocess: empty argv");
@@ -105,7 +108,8 @@ void Subprocess::pump(int fd, std::string& out) {
   cv_.notify_all();
 }
 
-std::optional<std::string> Subprocess::wait_for_stderr(const std::string& prefix, std::chrono::milliseconds timeout) {
+std::optional<std::string> Subprocess::wait_for_stderr(const std::string& prefix,
+                                                       std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
   std::optional<std::string> found;
   auto scan = [&] {
@@ -139,7 +143,9 @@ void Subprocess::signal(int sig) {
   if (!reaped_) ::kill(pid_, sig);
 }
 
-bool Subprocess::running() { return !wait_exit(std::chrono::milliseconds(0)).has_value(); }
+bool Subprocess::running() {
+  return !wait_exit(std::chrono::milliseconds(0)).has_value();
+}
 
 std::optional<int> Subprocess::wait_exit(std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -159,6 +165,13 @@ std::optional<int> Subprocess::wait_exit(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
   cv_.wait_for(lock, std::chrono::seconds(2), [&] { return open_pipes_ == 0; });
   return exit_code_;
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
 }
 
 RunResult run_command(std::vector<std::string> argv, std::chrono::milliseconds timeout) {

@@ -82,4 +82,7 @@ RproxyProcess spawn_rproxy(std::vector<std::string> args, std::chrono::milliseco
 
 std::string rproxy_binary();
 
+// lines_of splits captured output into lines (without their newlines).
+std::vector<std::string> lines_of(const std::string& text);
+
 }  // namespace rproxy::test
