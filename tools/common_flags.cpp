@@ -1,5 +1,7 @@
 #include "common_flags.hpp"
 
+#include "stages/rate_limit.hpp"
+
 
 namespace rproxy::cli {
 
@@ -68,6 +70,35 @@ void CommonFlags::add_to(CLI::App& sub) {
                  "SNI and certificate name for https:// upstreams instead of the URL's host "
                  "[routes[].upstream_tls.server_name]")
       ->type_name("NAME");
+  sub.add_option("--rate-limit", rate_limit,
+                 "Admit at most RATE requests per client, e.g. 10/s, 600/m; 429 with Retry-After beyond "
+                 "[stages: rate_limit]")
+      ->type_name("RATE");
+  sub.add_option("--rate-limit-burst", rate_limit_burst, "Requests a client may send ahead of the rate, default 0")
+      ->type_name("N");
+  sub.add_option("--rate-limit-key", rate_limit_key, "ip (default), header:NAME, route or global")
+      ->type_name("KEY");
+  sub.add_flag("--cors", cors,
+               "Answer CORS preflights and add CORS headers for any origin (or --cors-origin) [stages: cors]");
+  sub.add_option("--cors-origin", cors_origins,
+                 "Allowed origin or pattern, repeatable, e.g. http://localhost:5173, http://localhost:* (implies --cors)")
+      ->type_name("ORIGIN")->allow_extra_args(false);
+  sub.add_flag("--cors-credentials", cors_credentials,
+               "Allow credentials (cookies) cross-origin; the origin is echoed instead of * (implies --cors)");
+  sub.add_option("--allow", allow, "Admit only clients in this address or CIDR range, repeatable [stages: access]")
+      ->type_name("CIDR")->allow_extra_args(false);
+  sub.add_option("--deny", deny, "Refuse clients in this address or CIDR range (403), repeatable [stages: access]")
+      ->type_name("CIDR")->allow_extra_args(false);
+  sub.add_option("--basic-auth", basic_auth,
+                 "Require HTTP Basic auth against an htpasswd file (bcrypt, sha512-crypt, yescrypt hashes) "
+                 "[stages: access]")
+      ->type_name("FILE")->check(CLI::ExistingFile);
+  sub.add_option("--bearer-tokens", bearer_tokens,
+                 "Require a bearer token from this file (sha256:HEX or plain, one per line) [stages: access]")
+      ->type_name("FILE")->check(CLI::ExistingFile);
+  sub.add_option("--bearer-header", bearer_header,
+                 "Header carrying the token, default Authorization (Bearer TOKEN); e.g. X-Api-Key")
+      ->type_name("NAME");
   sub.add_flag("--quiet", quiet, "No live view on a terminal and no exit summary");
 }
 
@@ -99,6 +130,46 @@ bool parse_route_flag(const std::string& text, std::string& prefix, std::vector<
     pos = comma + 1;
   }
   return !urls.empty();
+}
+
+void CommonFlags::gateway_stages(Scenario& s, std::vector<std::string>& problems) const {
+  std::vector<StageSpec> added;
+  if (rate_limit) {
+    std::uint64_t count = 0;
+    std::chrono::seconds per{1};
+    if (auto err = stages::parse_rate(*rate_limit, count, per)) problems.push_back("--rate-limit: " + *err);
+  } else if (rate_limit_burst || rate_limit_key) {
+    problems.push_back(std::string(rate_limit_burst ? "--rate-limit-burst" : "--rate-limit-key") +
+                       ": needs --rate-limit RATE");
+  }
+  if (cors || !cors_origins.empty() || cors_credentials) {
+    nlohmann::json params = nlohmann::json::object();
+    if (!cors_origins.empty()) params["origins"] = cors_origins;
+    if (cors_credentials) params["credentials"] = true;
+    added.push_back(StageSpec{"cors", "", params});
+  }
+  if (rate_limit || rate_limit_burst || rate_limit_key) {
+    nlohmann::json params = {{"rate", rate_limit.value_or("")}};
+    if (rate_limit_burst) params["burst"] = *rate_limit_burst;
+    if (rate_limit_key) params["key"] = *rate_limit_key;
+    added.push_back(StageSpec{"rate_limit", "", params});
+  }
+  if (!allow.empty() || !deny.empty() || basic_auth || bearer_tokens) {
+    nlohmann::json params = nlohmann::json::object();
+    if (!allow.empty()) params["allow"] = allow;
+    if (!deny.empty()) params["deny"] = deny;
+    if (basic_auth) params["basic"] = {{"users_file", *basic_auth}};
+    if (bearer_tokens) {
+      params["bearer"] = {{"tokens_file", *bearer_tokens}};
+      if (bearer_header) params["bearer"]["header"] = *bearer_header;
+    }
+    added.push_back(StageSpec{"access", "", params});
+  } else if (bearer_header) {
+    problems.push_back("--bearer-header: needs --bearer-tokens FILE");
+  }
+  // CORS first, so a 401 or 429 still carries the CORS headers a browser needs to read it; the rate limit
+  // before access control, so password guessing is throttled before it costs a bcrypt each.
+  s.stages.insert(s.stages.begin(), added.begin(), added.end());
 }
 
 void CommonFlags::apply_tls(Scenario& s, std::vector<std::string>& problems) const {
@@ -194,6 +265,7 @@ Scenario CommonFlags::build() const {
     duration_of("--read-timeout", read_timeout, route.read_timeout);
   }
   apply_tls(s, problems);
+  gateway_stages(s, problems);
   if (max_conns) s.limits.max_conns = *max_conns;
   if (max_body) {
     if (auto err = parse_size(*max_body, s.limits.max_body)) problems.push_back("--max-body: " + *err);

@@ -43,6 +43,17 @@ struct CommonFlags {
   std::optional<std::string> upstream_ca;
   bool insecure = false;
   std::optional<std::string> upstream_server_name;
+  std::optional<std::string> rate_limit;
+  std::optional<std::uint64_t> rate_limit_burst;
+  std::optional<std::string> rate_limit_key;
+  bool cors = false;
+  std::vector<std::string> cors_origins;
+  bool cors_credentials = false;
+  std::vector<std::string> allow;
+  std::vector<std::string> deny;
+  std::optional<std::string> basic_auth;
+  std::optional<std::string> bearer_tokens;
+  std::optional<std::string> bearer_header;
   bool quiet = false;
 
   // allow_no_upstream: build() accepts a scenario without routes (replay adds its own).
@@ -55,6 +66,8 @@ struct CommonFlags {
  private:
   // apply_tls layers --tls, --tls-cert/--tls-key and --redirect-http over the scenario.
   void apply_tls(Scenario& s, std::vector<std::string>& problems) const;
+  // gateway_stages adds the stages --cors and --rate-limit ask for, scenario-wide, ahead of the others.
+  void gateway_stages(Scenario& s, std::vector<std::string>& problems) const;
 };
 
 // split_named_url splits "NAME=URL" (as in --to a=http://127.0.0.1:3001) into name and URL; a plain URL

@@ -4,8 +4,11 @@
 #include <stdexcept>
 
 #include "rproxy/stage.hpp"
+#include "stages/access.hpp"
+#include "stages/cors.hpp"
 #include "stages/fault.hpp"
 #include "stages/headers.hpp"
+#include "stages/rate_limit.hpp"
 #include "stages/record.hpp"
 #include "stages/replay.hpp"
 #include "stages/split.hpp"
@@ -36,6 +39,12 @@ void register_builtin_stages(StageRegistry& registry) {
                 stages::RecordStage::create});
   registry.add({"fault", "inject reproducible HTTP and connection faults by rule, journaling every decision",
                 stages::FaultStage::create});
+  registry.add({"access", "admit requests by client address (allow/deny CIDR) and/or Basic and Bearer credentials",
+                stages::AccessStage::create});
+  registry.add({"cors", "answer CORS preflights and add CORS headers to every response (allowed origins)",
+                stages::CorsStage::create});
+  registry.add({"rate_limit", "admit N requests per second/minute/hour per client, header, route or globally; 429 beyond",
+                stages::RateLimitStage::create});
   registry.add({"replay", "answer requests from a cassette or HAR file, with a verdict; never contacts an upstream",
                 stages::ReplayStage::create, true});
 }

@@ -24,6 +24,7 @@
 
 #include "rproxy/stage.hpp"
 #include "stages/faults/fault.hpp"
+#include "stages/glob.hpp"
 #include "stages/params.hpp"
 
 namespace rproxy::stages {
@@ -38,8 +39,6 @@ struct FaultMatch {
   bool matches(const Exchange& ex) const;
 };
 
-// glob_match: '*' matches any run of bytes (including '/'); everything else matches itself.
-bool glob_match(std::string_view pattern, std::string_view text);
 
 // Phase is a named stretch of time from the start: baseline → faults → recovery.
 struct FaultPhase {
