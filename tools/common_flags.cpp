@@ -99,6 +99,10 @@ void CommonFlags::add_to(CLI::App& sub) {
   sub.add_option("--bearer-header", bearer_header,
                  "Header carrying the token, default Authorization (Bearer TOKEN); e.g. X-Api-Key")
       ->type_name("NAME");
+  sub.add_option("--static", static_dirs,
+                 "Serve files from DIR (on PREFIX, e.g. /assets=./public), repeatable [routes[]: static stage]")
+      ->type_name("[PREFIX=]DIR")->allow_extra_args(false);
+  sub.add_flag("--spa", spa, "With --static: paths that name no file get index.html (client-side routing)");
   sub.add_flag("--quiet", quiet, "No live view on a terminal and no exit summary");
 }
 
@@ -225,8 +229,23 @@ Scenario CommonFlags::build() const {
       s.listeners.push_back(a);
     }
   }
-  if (!to.empty() || !routes.empty()) {
+  if (!to.empty() || !routes.empty() || !static_dirs.empty()) {
     s.routes.clear();
+    for (const auto& text : static_dirs) {
+      // "/assets=./public" or "./public"; a DIR may itself contain '=' only after a prefix.
+      std::string prefix = "/";
+      std::string dir = text;
+      if (auto eq = text.find('='); eq != std::string::npos && !text.empty() && text[0] == '/') {
+        prefix = text.substr(0, eq);
+        dir = text.substr(eq + 1);
+      }
+      Route route;
+      if (prefix != "/") route.match.path_prefix = prefix;
+      nlohmann::json params = {{"root", dir}, {"prefix", prefix}};
+      if (spa) params["spa"] = true;
+      route.stages.push_back(StageSpec{"static", "", params});
+      s.routes.push_back(std::move(route));
+    }
     for (const auto& r : routes) {
       std::string prefix;
       std::vector<std::string> urls;
@@ -264,6 +283,7 @@ Scenario CommonFlags::build() const {
     duration_of("--connect-timeout", connect_timeout, route.connect_timeout);
     duration_of("--read-timeout", read_timeout, route.read_timeout);
   }
+  if (spa && static_dirs.empty()) problems.push_back("--spa: needs --static DIR");
   apply_tls(s, problems);
   gateway_stages(s, problems);
   if (max_conns) s.limits.max_conns = *max_conns;

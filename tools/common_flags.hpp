@@ -54,6 +54,8 @@ struct CommonFlags {
   std::optional<std::string> basic_auth;
   std::optional<std::string> bearer_tokens;
   std::optional<std::string> bearer_header;
+  std::vector<std::string> static_dirs;  // [PREFIX=]DIR
+  bool spa = false;
   bool quiet = false;
 
   // allow_no_upstream: build() accepts a scenario without routes (replay adds its own).

@@ -36,7 +36,8 @@ struct LocalResponse {
   std::string body;
   // A large body is streamed from a file instead (bounded memory): body is then ignored.
   std::string body_file;
-  std::uint64_t body_file_size = 0;
+  std::uint64_t body_file_size = 0;    // bytes sent from the file ...
+  std::uint64_t body_file_offset = 0;  // ... starting here (a byte range)
   // Send with Transfer-Encoding: chunked (HTTP/1.1 clients), split at these sizes (one chunk when empty).
   bool chunked = false;
   std::vector<std::uint64_t> chunk_sizes;

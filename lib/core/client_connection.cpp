@@ -412,7 +412,7 @@ struct ClientConnection::Impl {
         want = std::min<std::uint64_t>(want, chunks[next_chunk]);
       if (fd >= 0) {
         piece.resize(static_cast<std::size_t>(want));
-        auto n = ::pread(fd, piece.data(), piece.size(), static_cast<off_t>(sent));
+        auto n = ::pread(fd, piece.data(), piece.size(), static_cast<off_t>(r.body_file_offset + sent));
         if (n <= 0) co_return sent;  // the file shrank: the response ends short and the connection closes
         piece.resize(static_cast<std::size_t>(n));
       } else {

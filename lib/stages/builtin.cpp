@@ -12,6 +12,7 @@
 #include "stages/record.hpp"
 #include "stages/replay.hpp"
 #include "stages/split.hpp"
+#include "stages/static_files.hpp"
 
 namespace rproxy {
 
@@ -45,6 +46,8 @@ void register_builtin_stages(StageRegistry& registry) {
                 stages::CorsStage::create});
   registry.add({"rate_limit", "admit N requests per second/minute/hour per client, header, route or globally; 429 beyond",
                 stages::RateLimitStage::create});
+  registry.add({"static", "serve files from a directory (types, ranges, ETags, index, SPA fallback; never outside it)",
+                stages::StaticStage::create, true});
   registry.add({"replay", "answer requests from a cassette or HAR file, with a verdict; never contacts an upstream",
                 stages::ReplayStage::create, true});
 }

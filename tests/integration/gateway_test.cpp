@@ -1,6 +1,8 @@
 // Integration tests for the gateway stages with real clients and upstreams: rate limiting accuracy under
 // concurrency, CORS preflights that never reach the upstream, CORS on errors and 429s, and the flags.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <mutex>
@@ -195,6 +197,46 @@ TEST_SUITE("gateway") {
     auto bad = run_command({rproxy_binary(), "serve", "--to", echo_url(*e), "--allow", "10.0.0.0/33"});
     CHECK(bad.exit_code == 2);
     CHECK(bad.err.find("stages[0].params.allow[0]") != std::string::npos);
+  }
+
+  TEST_CASE("static: rproxy serve --static with curl - ranges, 304, SPA, and no traversal") {
+    TempDir site;
+    TempDir outside;
+    auto secret = outside.write("secret.txt", "TOP SECRET");
+    ::mkdir((site.path() + "/dist").c_str(), 0755);
+    site.write("dist/index.html", "<h1>app</h1>");
+    std::string big(3u << 20, '\0');
+    for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + (i * 7) % 26);
+    site.write("dist/big.bin", big);
+    REQUIRE(::symlink(secret.c_str(), (site.path() + "/dist/leak.txt").c_str()) == 0);
+    auto e = start_echo("api");
+    auto rp = spawn_rproxy({"serve", "--listen", "127.0.0.1:0", "--static", site.path() + "/dist", "--spa",
+                            "--route", "/api=" + echo_url(*e)});
+    const auto base = "http://127.0.0.1:" + std::to_string(rp.port);
+    CHECK(run_curl({base + "/"}).out == "<h1>app</h1>");
+    CHECK(run_curl({base + "/settings/profile"}).out == "<h1>app</h1>");                // SPA route
+    CHECK(json::parse(run_curl({base + "/api/users"}).out)["target"] == "/api/users");  // API still proxied
+    auto whole = run_curl({base + "/big.bin"});
+    CHECK(whole.out == big);
+    auto part = run_curl({"-r", "1048576-1048585", "-D", "-", base + "/big.bin"});
+    CHECK(part.out.find("HTTP/1.1 206") == 0);
+    CHECK(part.out.find("Content-Range: bytes 1048576-1048585/3145728") != std::string::npos);
+    CHECK(part.out.substr(part.out.size() - 10) == big.substr(1048576, 10));
+    auto etag_line = run_curl({"-I", base + "/index.html"}).out;
+    auto at = etag_line.find("ETag: ");
+    REQUIRE(at != std::string::npos);
+    auto etag = etag_line.substr(at + 6, etag_line.find('\r', at) - at - 6);
+    auto again = run_curl(
+        {"-o", "/dev/null", "-w", "%{http_code}", "-H", "If-None-Match: " + etag, base + "/index.html"});
+    CHECK(again.out == "304");
+    for (std::string t : std::vector<std::string>{"/../../" + outside.path().substr(1) + "/secret.txt",
+                                                  "/%2e%2e/%2e%2e/etc/passwd",
+                                                  "/%252e%252e/%252e%252e/etc/passwd", "/leak.txt"}) {
+      CAPTURE(t);
+      auto r = run_curl({"--path-as-is", "-w", "\n%{http_code}", base + t});
+      CHECK(r.out.find("TOP SECRET") == std::string::npos);
+      CHECK(r.out.find("root:") == std::string::npos);
+    }
   }
 
   TEST_CASE("gateway flags: --cors-origin and --rate-limit build the stages, bad values name the flag") {

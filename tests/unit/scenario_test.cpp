@@ -944,13 +944,13 @@ TEST_CASE("scenario: upstream rules") {
 TEST_CASE("scenario: stage types must be registered") {
   json doc = minimal_doc();
   doc["stages"] = {{{"type", "latency"}}};
-  CHECK(problems_of(doc) == Problems{R"(stages[0].type: unknown stage type "latency" (known: headers, split, record, fault, access, cors, rate_limit, replay))"});
+  CHECK(problems_of(doc) == Problems{R"(stages[0].type: unknown stage type "latency" (known: headers, split, record, fault, access, cors, rate_limit, static, replay))"});
   doc["stages"] = {{{"name", "x"}}};
   CHECK(problems_of(doc) == Problems{R"(stages[0].type: required (the stage type, e.g. "headers"))"});
   doc["stages"] = json::array();
   doc["routes"][0]["stages"] = {{{"type", "nope"}}};
   CHECK(problems_of(doc) ==
-        Problems{R"(routes[0].stages[0].type: unknown stage type "nope" (known: headers, split, record, fault, access, cors, rate_limit, replay))"});
+        Problems{R"(routes[0].stages[0].type: unknown stage type "nope" (known: headers, split, record, fault, access, cors, rate_limit, static, replay))"});
 }
 
 TEST_CASE("scenario: stage names default to the type and stay unique per pipeline") {
