@@ -218,6 +218,25 @@ void parse_tokens(const std::string& text, const std::string& file, const std::s
   if (!any) r.fail(path, file + " has no tokens (one per line: sha256:HEX or the token itself)");
 }
 
+// read_named_file reads the file v[key] names (required); problems are reported at path.key. The name read
+// is stored in file_out.
+std::optional<std::string> read_named_file(const json& v, const char* key, const std::string& path,
+                                           const std::string& when_missing, ParamReader& r,
+                                           std::string& file_out) {
+  auto file_path = json_path_key(path, key);
+  if (!v.contains(key)) {
+    r.fail(file_path, when_missing);
+    return std::nullopt;
+  }
+  auto file = r.string(v[key], file_path);
+  if (!file) return std::nullopt;
+  file_out = *file;
+  std::string error;
+  auto text = read_file(*file, error);
+  if (!text) r.fail(file_path, "cannot read " + *file + ": " + error);
+  return text;
+}
+
 std::optional<AccessSettings::Basic> parse_basic(const json& v, const std::string& path, ParamReader& r) {
   if (!v.is_object()) {
     r.fail(path,
@@ -235,21 +254,12 @@ std::optional<AccessSettings::Basic> parse_basic(const json& v, const std::strin
     if (realm) basic.realm = *realm;
   }
   auto file_path = json_path_key(path, "users_file");
-  if (!v.contains("users_file")) {
-    r.fail(file_path, "required: an htpasswd file of USER:HASH lines (htpasswd -nB USER)");
-    return std::nullopt;
-  }
-  auto file = r.string(v["users_file"], file_path);
-  if (!file) return std::nullopt;
-  basic.users_file = *file;
-  std::string error;
-  auto text = read_file(*file, error);
-  if (!text) {
-    r.fail(file_path, "cannot read " + *file + ": " + error);
-    return std::nullopt;
-  }
+  auto text = read_named_file(v, "users_file", path,
+                              "required: an htpasswd file of USER:HASH lines (htpasswd -nB USER)", r,
+                              basic.users_file);
+  if (!text) return std::nullopt;
   auto before = r.problems.size();
-  parse_users(*text, *file, file_path, basic, r);
+  parse_users(*text, basic.users_file, file_path, basic, r);
   if (!ok || r.problems.size() != before) return std::nullopt;
   return basic;
 }
@@ -281,23 +291,13 @@ std::optional<AccessSettings::Bearer> parse_bearer(const json& v, const std::str
     if (header) bearer.header = iequals(*header, kAuthorization) ? std::string(kAuthorization) : *header;
   }
   auto file_path = json_path_key(path, "tokens_file");
-  if (!v.contains("tokens_file")) {
-    r.fail(file_path,
-           "required: a file of tokens, one per line (sha256:HEX "
-           "from printf %s TOKEN | sha256sum)");
-    return std::nullopt;
-  }
-  auto file = r.string(v["tokens_file"], file_path);
-  if (!file) return std::nullopt;
-  bearer.tokens_file = *file;
-  std::string error;
-  auto text = read_file(*file, error);
-  if (!text) {
-    r.fail(file_path, "cannot read " + *file + ": " + error);
-    return std::nullopt;
-  }
+  auto text = read_named_file(
+      v, "tokens_file", path,
+      "required: a file of tokens, one per line (sha256:HEX from printf %s TOKEN | sha256sum)", r,
+      bearer.tokens_file);
+  if (!text) return std::nullopt;
   auto before = r.problems.size();
-  parse_tokens(*text, *file, file_path, bearer, r);
+  parse_tokens(*text, bearer.tokens_file, file_path, bearer, r);
   // Plain tokens were in this buffer; only their digests are kept.
   OPENSSL_cleanse(text->data(), text->size());
   if (!ok || r.problems.size() != before) return std::nullopt;

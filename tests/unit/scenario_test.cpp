@@ -17,7 +17,9 @@
 #include <vector>
 
 #include "rproxy/stage.hpp"
+#include "support/problems.hpp"
 
+using rproxy::test::Problems;
 using nlohmann::json;
 using rproxy::Balance;
 using rproxy::ConfigError;
@@ -50,17 +52,6 @@ json route_with(const json& fields) {
   return route;
 }
 
-// Problems is a vector doctest can print, so a failed comparison shows both sides.
-struct Problems : std::vector<std::string> {
-  using std::vector<std::string>::vector;
-  Problems(const std::vector<std::string>& v) : std::vector<std::string>(v) {}  // NOLINT: implicit on purpose
-};
-
-std::ostream& operator<<(std::ostream& os, const Problems& problems) {
-  os << "{";
-  for (const auto& p : problems) os << "\n  " << json(p).dump();
-  return os << "\n}";
-}
 
 Problems problems_of(const json& doc) {
   try {

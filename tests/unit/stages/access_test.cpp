@@ -21,6 +21,8 @@
 #include "rproxy/scenario.hpp"
 #include "rproxy/stage.hpp"
 #include "stages/cidr.hpp"
+#include "support/problems.hpp"
+#include "support/proxy_fixture.hpp"
 
 using nlohmann::json;
 using rproxy::Decision;
@@ -29,41 +31,12 @@ using rproxy::Headers;
 using rproxy::stages::AccessStage;
 using rproxy::stages::CidrRange;
 using rproxy::stages::IpAddress;
+using rproxy::test::Problems;
+using rproxy::test::TempDir;
 
 namespace {
 
-// Problems is a vector doctest can print, so a failed comparison shows both sides.
-struct Problems : std::vector<std::string> {
-  using std::vector<std::string>::vector;
-  Problems(const std::vector<std::string>& v) : std::vector<std::string>(v) {}  // NOLINT: implicit on purpose
-};
-
-std::ostream& operator<<(std::ostream& os, const Problems& problems) {
-  os << "{";
-  for (const auto& p : problems) os << "\n  " << json(p).dump();
-  return os << "\n}";
-}
-
 constexpr const char* kPath = "stages[0].params";
-
-// TempDir is a fresh directory removed with everything in it at the end of the test.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "rproxy-access-XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string write(const std::string& name, const std::string& text) const {
-    auto file = path + "/" + name;
-    std::ofstream(file, std::ios::binary) << text;
-    return file;
-  }
-};
 
 // hash makes a crypt(3) hash of password with a fresh salt of the given method ($2b$, $6$, $y$, ...). bcrypt
 // gets its cheapest cost so the tests stay fast.
@@ -532,11 +505,11 @@ TEST_CASE(
 
 TEST_CASE("access: an unreadable or empty users file is a problem") {
   TempDir dir;
-  CHECK(problems_of({{"basic", {{"users_file", dir.path + "/missing"}}}}) ==
-        Problems{"stages[0].params.basic.users_file: cannot read " + dir.path +
+  CHECK(problems_of({{"basic", {{"users_file", dir.path() + "/missing"}}}}) ==
+        Problems{"stages[0].params.basic.users_file: cannot read " + dir.path() +
                  "/missing: No such file or directory"});
-  CHECK(problems_of({{"basic", {{"users_file", dir.path}}}}) ==
-        Problems{"stages[0].params.basic.users_file: cannot read " + dir.path + ": Is a directory"});
+  CHECK(problems_of({{"basic", {{"users_file", dir.path()}}}}) ==
+        Problems{"stages[0].params.basic.users_file: cannot read " + dir.path() + ": Is a directory"});
   auto empty = dir.write("empty", "# nobody yet\n");
   CHECK(problems_of({{"basic", {{"users_file", empty}}}}) ==
         Problems{"stages[0].params.basic.users_file: " + empty + " has no USER:HASH lines"});

@@ -10,26 +10,17 @@
 
 #include "rproxy/scenario.hpp"
 #include "rproxy/stage.hpp"
+#include "support/problems.hpp"
 
 using nlohmann::json;
 using rproxy::Exchange;
 using rproxy::Header;
 using rproxy::Headers;
 using rproxy::stages::HeadersStage;
+using rproxy::test::Problems;
 
 namespace {
 
-// Problems is a vector doctest can print, so a failed comparison shows both sides.
-struct Problems : std::vector<std::string> {
-  using std::vector<std::string>::vector;
-  Problems(const std::vector<std::string>& v) : std::vector<std::string>(v) {}  // NOLINT: implicit on purpose
-};
-
-std::ostream& operator<<(std::ostream& os, const Problems& problems) {
-  os << "{";
-  for (const auto& p : problems) os << "\n  " << json(p).dump();
-  return os << "\n}";
-}
 using Fields = std::vector<Header>;
 
 constexpr const char* kPath = "stages[0].params";
@@ -230,8 +221,8 @@ TEST_CASE("headers stage: the builtin registry builds the stage") {
   REQUIRE(info != nullptr);
   Problems problems;
   const rproxy::Scenario scenario;
-  auto stage = info->factory({{"request", {{"set", {{"X-A", "1"}}}}}}, "p", rproxy::StageContext{scenario, nullptr},
-                             problems);
+  auto stage = info->factory({{"request", {{"set", {{"X-A", "1"}}}}}}, "p",
+                             rproxy::StageContext{scenario, nullptr}, problems);
   CHECK(problems.empty());
   REQUIRE(stage != nullptr);
   auto ex = exchange_with_request({});
