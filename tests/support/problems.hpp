@@ -20,4 +20,25 @@ inline std::ostream& operator<<(std::ostream& os, const Problems& problems) {
   return os << "\n}";
 }
 
+// build_stage_ok builds StageT from params (a scenario-wide stage of an empty scenario) and requires that
+// it reports no problem; stage_problems requires that it refuses them and returns what it reported.
+template <typename StageT>
+std::unique_ptr<Stage> build_stage_ok(const nlohmann::json& params, const std::string& path) {
+  static const Scenario scenario;
+  Problems problems;
+  auto stage = StageT::create(params, path, StageContext{scenario, nullptr}, problems);
+  CHECK(problems.empty());
+  REQUIRE(stage != nullptr);
+  return stage;
+}
+
+template <typename StageT>
+Problems stage_problems(const nlohmann::json& params, const std::string& path) {
+  static const Scenario scenario;
+  Problems problems;
+  auto stage = StageT::create(params, path, StageContext{scenario, nullptr}, problems);
+  CHECK(stage == nullptr);
+  return problems;
+}
+
 }  // namespace rproxy::test

@@ -73,24 +73,12 @@ std::string basic(const std::string& user, const std::string& password) {
   return "Basic " + base64(user + ":" + password);
 }
 
-std::unique_ptr<rproxy::Stage> build(const json& params, Problems& problems) {
-  static const rproxy::Scenario scenario;
-  return AccessStage::create(params, kPath, rproxy::StageContext{scenario, nullptr}, problems);
-}
-
 std::unique_ptr<rproxy::Stage> build_ok(const json& params) {
-  Problems problems;
-  auto stage = build(params, problems);
-  CHECK(problems.empty());
-  REQUIRE(stage != nullptr);
-  return stage;
+  return rproxy::test::build_stage_ok<AccessStage>(params, kPath);
 }
 
 Problems problems_of(const json& params) {
-  Problems problems;
-  auto stage = build(params, problems);
-  CHECK(stage == nullptr);
-  return problems;
+  return rproxy::test::stage_problems<AccessStage>(params, kPath);
 }
 
 Exchange exchange(const std::string& client_ip, Headers headers = {}) {

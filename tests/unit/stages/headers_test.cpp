@@ -26,24 +26,12 @@ using Fields = std::vector<Header>;
 constexpr const char* kPath = "stages[0].params";
 const std::string kBadName = "not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)";
 
-std::unique_ptr<rproxy::Stage> build(const json& params, Problems& problems) {
-  static const rproxy::Scenario scenario;
-  return HeadersStage::create(params, kPath, rproxy::StageContext{scenario, nullptr}, problems);
-}
-
 std::unique_ptr<rproxy::Stage> build_ok(const json& params) {
-  Problems problems;
-  auto stage = build(params, problems);
-  CHECK(problems.empty());
-  REQUIRE(stage != nullptr);
-  return stage;
+  return rproxy::test::build_stage_ok<HeadersStage>(params, kPath);
 }
 
 Problems problems_of(const json& params) {
-  Problems problems;
-  auto stage = build(params, problems);
-  CHECK(stage == nullptr);
-  return problems;
+  return rproxy::test::stage_problems<HeadersStage>(params, kPath);
 }
 
 Exchange exchange_with_request(Headers headers) {
