@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages rproxy builds and tests with (run as root). Nothing else is downloaded.
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config
-      libasio-dev libcli11-dev libcpp-httplib-dev nlohmann-json3-dev doctest-dev libssl-dev zlib1g-dev
+      libasio-dev libcli11-dev libcpp-httplib-dev nlohmann-json3-dev doctest-dev libssl-dev zlib1g-dev libbrotli-dev
       curl python3 procps openssl ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -70,6 +70,26 @@ void CommonFlags::add_to(CLI::App& sub) {
                  "SNI and certificate name for https:// upstreams instead of the URL's host "
                  "[routes[].upstream_tls.server_name]")
       ->type_name("NAME");
+  sub.add_option("--backup", backups,
+                 "Backup upstream for --to, used only while the others are down (repeatable) "
+                 "[routes[].upstreams[].backup]")
+      ->type_name("URL")->allow_extra_args(false);
+  sub.add_option("--health-check", health_check,
+                 "Probe every upstream with GET PATH (2xx/3xx passes); down upstreams get no traffic "
+                 "[routes[].health_check.path]")
+      ->type_name("PATH");
+  sub.add_option("--health-interval", health_interval, "Time between health probes, default 2s [routes[].health_check.interval]")
+      ->type_name("DURATION");
+  sub.add_option("--retries", retries, "Retry a failed attempt up to N times with backoff, default 0 [routes[].retries.attempts]")
+      ->type_name("N");
+  sub.add_option("--retry-on", retry_on,
+                 "What is retried: connect, reset, timeout, 5xx or a status like 503 (repeatable), default connect "
+                 "and reset [routes[].retries.on]")
+      ->type_name("COND")->allow_extra_args(false);
+  sub.add_option("--hold", hold,
+                 "While every upstream is down, hold idempotent requests up to this long (a dev server "
+                 "restarting) instead of failing at once [routes[].hold]")
+      ->type_name("DURATION");
   sub.add_option("--rate-limit", rate_limit,
                  "Admit at most RATE requests per client, e.g. 10/s, 600/m; 429 with Retry-After beyond "
                  "[stages: rate_limit]")
@@ -78,6 +98,16 @@ void CommonFlags::add_to(CLI::App& sub) {
       ->type_name("N");
   sub.add_option("--rate-limit-key", rate_limit_key, "ip (default), header:NAME, route or global")
       ->type_name("KEY");
+  sub.add_flag("--compress", compress,
+               "Compress text-like responses with brotli or gzip for clients that accept it, as they stream "
+               "[stages: compress]");
+  sub.add_flag("--cache", cache,
+               "Cache responses in memory as RFC 9111 allows (Cache-Control, Expires, Vary, revalidation), 64 MiB "
+               "LRU; X-Rproxy-Cache tells HIT, MISS, REVALIDATED or BYPASS [stages: cache]");
+  sub.add_option("--cache-ttl", cache_ttl,
+                 "Also cache responses that say nothing about freshness for this long (implies --cache) "
+                 "[stages: cache.default_ttl]")
+      ->type_name("DURATION");
   sub.add_flag("--cors", cors,
                "Answer CORS preflights and add CORS headers for any origin (or --cors-origin) [stages: cors]");
   sub.add_option("--cors-origin", cors_origins,
@@ -146,6 +176,7 @@ void CommonFlags::gateway_stages(Scenario& s, std::vector<std::string>& problems
     problems.push_back(std::string(rate_limit_burst ? "--rate-limit-burst" : "--rate-limit-key") +
                        ": needs --rate-limit RATE");
   }
+  if (compress) added.push_back(StageSpec{"compress", "", nlohmann::json::object()});
   if (cors || !cors_origins.empty() || cors_credentials) {
     nlohmann::json params = nlohmann::json::object();
     if (!cors_origins.empty()) params["origins"] = cors_origins;
@@ -171,7 +202,14 @@ void CommonFlags::gateway_stages(Scenario& s, std::vector<std::string>& problems
   } else if (bearer_header) {
     problems.push_back("--bearer-header: needs --bearer-tokens FILE");
   }
-  // CORS first, so a 401 or 429 still carries the CORS headers a browser needs to read it; the rate limit
+  // The cache after access control and the rate limit: a hit must never skip them.
+  if (cache || cache_ttl) {
+    nlohmann::json params = nlohmann::json::object();
+    if (cache_ttl) params["default_ttl"] = *cache_ttl;
+    added.push_back(StageSpec{"cache", "", params});
+  }
+  // Compression first: response stages run in reverse order, so it sees every header the others set.
+  // CORS next, so a 401 or 429 still carries the CORS headers a browser needs to read it; the rate limit
   // before access control, so password guessing is throttled before it costs a bcrypt each.
   s.stages.insert(s.stages.begin(), added.begin(), added.end());
 }
@@ -271,9 +309,15 @@ Scenario CommonFlags::build() const {
           problems.push_back("--to " + text + ": the name before \"=\" must be 1-64 letters, digits, \"_\", \"-\" or \".\"");
         route.upstreams.push_back(up);
       }
+      for (const auto& text : backups) {
+        auto up = url_of("--backup", text);
+        up.backup = true;
+        route.upstreams.push_back(up);
+      }
       s.routes.push_back(std::move(route));
     }
   }
+  if (!backups.empty() && to.empty()) problems.push_back("--backup: needs --to (the upstreams it backs up)");
   for (auto& route : s.routes) {
     if (upstream_ca) route.upstream_tls.ca = *upstream_ca;
     if (insecure) route.upstream_tls.insecure = true;
@@ -282,6 +326,14 @@ Scenario CommonFlags::build() const {
     if (host_header) route.host_header = *parse_host_header(*host_header);
     duration_of("--connect-timeout", connect_timeout, route.connect_timeout);
     duration_of("--read-timeout", read_timeout, route.read_timeout);
+    if (health_check || health_interval) {
+      if (!route.health_check) route.health_check.emplace();
+      if (health_check) route.health_check->path = *health_check;
+      duration_of("--health-interval", health_interval, route.health_check->interval);
+    }
+    if (retries) route.retries.attempts = *retries;
+    if (!retry_on.empty()) route.retries.on = retry_on;
+    duration_of("--hold", hold, route.hold);
   }
   if (spa && static_dirs.empty()) problems.push_back("--spa: needs --static DIR");
   apply_tls(s, problems);

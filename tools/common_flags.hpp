@@ -43,9 +43,18 @@ struct CommonFlags {
   std::optional<std::string> upstream_ca;
   bool insecure = false;
   std::optional<std::string> upstream_server_name;
+  std::vector<std::string> backups;
+  std::optional<std::string> health_check;
+  std::optional<std::string> health_interval;
+  std::optional<unsigned> retries;
+  std::vector<std::string> retry_on;
+  std::optional<std::string> hold;
   std::optional<std::string> rate_limit;
   std::optional<std::uint64_t> rate_limit_burst;
   std::optional<std::string> rate_limit_key;
+  bool compress = false;
+  bool cache = false;
+  std::optional<std::string> cache_ttl;
   bool cors = false;
   std::vector<std::string> cors_origins;
   bool cors_credentials = false;

@@ -65,6 +65,8 @@ struct UpstreamSpec {
   // name labels the upstream for stages (a split variant names the upstreams it sends to); several
   // upstreams may share a name and are then balanced among themselves. "" = unnamed.
   std::string name;
+  // backup: used only while every non-backup upstream of the route is down (ejected or failing checks).
+  bool backup = false;
   bool operator==(const UpstreamSpec&) const = default;
 };
 
@@ -102,6 +104,41 @@ struct UpstreamTls {
   bool operator==(const UpstreamTls&) const = default;
 };
 
+// HealthCheck: active probes of each upstream of a route (GET path, expecting a status in
+// [expect_min, expect_max]). An upstream is marked down after unhealthy_threshold failed probes in a row and
+// up again after healthy_threshold passing ones; a down upstream gets no traffic while another is up.
+struct HealthCheck {
+  std::string path = "/";
+  Millis interval{2000};
+  Millis timeout{1000};
+  unsigned healthy_threshold = 1;
+  unsigned unhealthy_threshold = 2;
+  int expect_min = 200;
+  int expect_max = 399;
+  bool operator==(const HealthCheck&) const = default;
+};
+
+// PassiveHealth: an upstream that fails max_fails exchanges in a row (refused, timed out, reset before
+// answering) is ejected for eject_for; afterwards it gets traffic again, and its next failure ejects it
+// again at once. max_fails 0 turns ejection off.
+struct PassiveHealth {
+  unsigned max_fails = 3;
+  Millis eject_for{10000};
+  bool operator==(const PassiveHealth&) const = default;
+};
+
+// Retries: how often a failed attempt is tried again (on another upstream when there is one), waiting
+// backoff, 2×backoff, 4×backoff... between attempts. Only idempotent requests without a body are retried once
+// something was sent; a connection that could not be opened is retried for any method (nothing was sent).
+// on: "connect" (refused, failed, timed out), "reset" (closed before the response head), "timeout" (no
+// response head within read_timeout), "5xx" or a code like "503" (the upstream's answer is discarded).
+struct Retries {
+  unsigned attempts = 0;
+  Millis backoff{100};
+  std::vector<std::string> on{"connect", "reset"};
+  bool operator==(const Retries&) const = default;
+};
+
 struct Route {
   std::string name;
   RouteMatch match;
@@ -114,6 +151,12 @@ struct Route {
   Millis read_timeout{60000};
   std::vector<StageSpec> stages;  // run after the scenario-wide stages
   UpstreamTls upstream_tls;
+  std::optional<HealthCheck> health_check;
+  PassiveHealth passive_health;
+  Retries retries;
+  // hold: while every upstream is down, idempotent requests wait up to this long for one to come back (a
+  // dev server restarting) instead of failing at once; 0 = fail at once.
+  Millis hold{0};
   bool operator==(const Route&) const = default;
 };
 
@@ -208,7 +251,7 @@ std::string json_describe(const nlohmann::json& value);
 
 // scenario_json_keys lists the keys scenario_from_json accepts in one kind of object of the format:
 // "scenario" (top level), "limits", "access_log", "tls", "stage", "route", "match", "upstream" (object
-// form), "upstream_tls".
+// form), "upstream_tls", "health_check", "passive_health", "retries".
 // It is the parser's own table; the schema test compares it with scenarios/scenario.schema.json so the two
 // cannot drift. Throws std::out_of_range for other names.
 const std::vector<std::string>& scenario_json_keys(std::string_view object);

@@ -89,8 +89,10 @@ struct Exchange {
   bool request_body_complete = true;
   std::uint64_t request_body_size = 0;
   std::string request_body_sha256;  // hex
-  // Set by a stage in on_request to receive body bytes as they stream (see ExchangeTee).
-  std::shared_ptr<ExchangeTee> tee;
+  // Added by stages in on_request to receive body bytes as they stream (see ExchangeTee); every tee gets
+  // every byte, so a recording and a cache can watch the same exchange. A stage that needs its tee back
+  // in on_complete keeps it in stage_state too.
+  std::vector<std::shared_ptr<ExchangeTee>> tees;
 };
 
 inline constexpr std::uint64_t kBufferedBodyCap = 8 * 1024 * 1024;
@@ -158,6 +160,11 @@ struct Decision {
   // Slow close: the connection closes after the response, and its FIN is sent this much later.
   std::chrono::milliseconds close_delay{0};
   std::optional<ShadowRequest> shadow;             // send a copy of the request elsewhere (on_request only)
+  // Compress the response body with this Content-Encoding ("gzip" or "br") at this level (-1 = default) as
+  // it streams (on_response only). The stage sets the headers (Content-Encoding, Vary); the engine drops
+  // Content-Length and frames the body as chunked.
+  std::string content_coding;
+  int coding_level = -1;
 
   static Decision proceed() { return {}; }
   static Decision respond(LocalResponse r) {

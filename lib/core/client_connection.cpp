@@ -1,5 +1,7 @@
 #include "core/client_connection.hpp"
 
+#include "core/body_encoder.hpp"
+
 // g++ 12 flags asio's coroutine frame deallocation in handle() (its own operator new/delete pair, with a
 // sized delete) as mismatched once the function grows past an inlining threshold: a false positive.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
@@ -28,6 +30,7 @@
 #include <cerrno>
 #include <cstdio>
 
+#include "core/body_encoder.hpp"
 #include "core/byte_buffer.hpp"
 #include "core/proxy_headers.hpp"
 #include "core/sha256.hpp"
@@ -334,6 +337,61 @@ struct ClientConnection::Impl {
     co_return !ec;
   }
 
+  // ---- response body compression ---------------------------------------------------------------------
+
+  // The encoder of the exchange in progress (Decision::content_coding); null = the body goes out as is.
+  std::unique_ptr<BodyEncoder> encoder;
+  std::string encoded;
+
+  // start_encoder makes the encoder a response stage asked for; false (logged) when it cannot start.
+  bool start_encoder(const std::string& content_coding, int level) {
+    encoder.reset();
+    if (content_coding.empty()) return true;
+    try {
+      auto coding = content_coding == "br" ? ContentCoding::Brotli : ContentCoding::Gzip;
+      encoder = BodyEncoder::make(coding, level);
+      return true;
+    } catch (const std::exception& e) {
+      log_line("rproxy: cannot start " + content_coding + " compression: " + e.what() +
+               "; sending the response uncompressed");
+      return false;
+    }
+  }
+
+  bool encode_piece(const std::string& piece, bool end) {
+    encoded.clear();
+    try {
+      if (!piece.empty()) encoder->encode(piece, !end, encoded);
+      if (end) encoder->finish(encoded);
+      return true;
+    } catch (const std::exception& e) {
+      log_line(std::string("rproxy: compression failed: ") + e.what() + "; the response is cut short");
+      return false;
+    }
+  }
+
+  // Body bytes for the client pass through the encoder when there is one; each piece is flushed, so what
+  // the upstream sent so far reaches the client now (streams and long polls are not held back).
+  awaitable<bool> write_body_piece(OutFraming f, const std::string& piece) {
+    if (!encoder) {
+      bool ok = co_await write_piece(client, client_deadline, f, piece);
+      co_return ok;
+    }
+    if (piece.empty()) co_return true;
+    if (!encode_piece(piece, false)) co_return false;
+    bool ok = co_await write_piece(client, client_deadline, f, encoded);
+    co_return ok;
+  }
+
+  awaitable<bool> write_body_end(OutFraming f) {
+    if (encoder) {
+      if (!encode_piece({}, true)) co_return false;
+      if (!co_await write_piece(client, client_deadline, f, encoded)) co_return false;
+    }
+    bool ok = co_await write_end(client, client_deadline, f);
+    co_return ok;
+  }
+
   // ---- responses rproxy writes itself ---------------------------------------------------------------
 
   // Coroutine parameters are references to caller-owned objects, and co_await never appears inside a
@@ -347,11 +405,22 @@ struct ClientConnection::Impl {
     head.headers.remove("Transfer-Encoding");
     bool bodyless = ex.request.method == "HEAD" || r.status == 204 || r.status == 304 || r.status < 200;
     const bool from_file = !r.body_file.empty();
+    // A HEAD of a compressed response: the compressed length is unknown, so no Content-Length at all.
+    const bool coded_head = encoder && bodyless;
+    if (encoder && (bodyless || (!from_file && !r.chunked))) {
+      // A body in memory is compressed whole and keeps a Content-Length.
+      if (!bodyless) {
+        if (!encode_piece(r.body, true)) co_return false;
+        r.body.swap(encoded);
+      }
+      encoder.reset();
+    }
     const std::uint64_t size = from_file ? r.body_file_size : r.body.size();
-    const bool chunked = r.chunked && ex.request.version_minor == 1 && r.status != 204 && r.status != 304;
+    const bool chunked = (r.chunked || encoder) && ex.request.version_minor == 1 && r.status != 204 && r.status != 304;
+    if (encoder && !chunked) keep_alive = false;  // an HTTP/1.0 client: the close ends the compressed body
     if (chunked)
       head.headers.set("Transfer-Encoding", "chunked");
-    else if (r.status != 204 && r.status != 304)
+    else if (r.status != 204 && r.status != 304 && !encoder && !coded_head)
       head.headers.set("Content-Length", std::to_string(size));
     if (!keep_alive) {
       head.headers.set("Connection", "close");
@@ -424,10 +493,10 @@ struct ClientConnection::Impl {
         else
           chunks[next_chunk] -= piece.size();
       }
-      if (!co_await write_piece(client, client_deadline, out, piece)) co_return sent;
+      if (!co_await write_body_piece(out, piece)) co_return sent;
       sent += piece.size();
     }
-    if (chunked && !co_await write_end(client, client_deadline, out)) co_return sent;
+    if ((chunked || encoder) && !co_await write_body_end(out)) co_return sent;
     co_return sent;
   }
 
@@ -608,6 +677,8 @@ struct ClientConnection::Impl {
     std::uint64_t slice_bytes = 0;
     Millis slice_delay{0};
     Millis close_delay{0};
+    std::string content_coding;
+    int coding_level = -1;
     void absorb(const Decision& d) {
       if (d.throttle_bytes_per_s) throttle = d.throttle_bytes_per_s;
       if (d.truncate_after) {
@@ -620,9 +691,29 @@ struct ClientConnection::Impl {
         slice_delay = d.slice_delay;
       }
       if (d.close_delay.count() > 0) close_delay = d.close_delay;
+      if (!d.content_coding.empty()) {
+        content_coding = d.content_coding;
+        coding_level = d.coding_level;
+      }
     }
     // paced: the body goes out in timed pieces, never in one write with the head.
     bool paced() const { return throttle || slice_bytes || truncate_after; }
+  };
+
+  // ActiveCount keeps the balancer's count of requests in flight (least_conn) for the upstream in use.
+  struct ActiveCount {
+    Balancer& balancer;
+    std::optional<std::size_t> index;
+    void begin(std::size_t i) {
+      end();
+      balancer.begin(i);
+      index = i;
+    }
+    void end() {
+      if (index) balancer.end(*index);
+      index.reset();
+    }
+    ~ActiveCount() { end(); }
   };
 
   // Applies response stages in reverse order; returns false when the connection must be reset.
@@ -638,6 +729,11 @@ struct ClientConnection::Impl {
         ex.response = ResponseHead{1, replace->status, std::string(reason_phrase(replace->status)), replace->headers};
       }
     }
+    // Stages after the one that answered still edited the head (CORS, compression): the answer carries it.
+    if (replace) {
+      replace->status = ex.response->status;
+      replace->headers = ex.response->headers;
+    }
     co_return true;
   }
 
@@ -650,7 +746,8 @@ struct ClientConnection::Impl {
     Exchange ex;
     body_tee = nullptr;
     resp_capture = nullptr;
-    cur_tee = nullptr;
+    cur_tees = nullptr;
+    encoder.reset();
     shadow_body_over = false;
     if (shadow_body.capacity() > 0) std::string().swap(shadow_body);  // never carried to the next request
     ex.id = shared.next_exchange_id.fetch_add(1, std::memory_order_relaxed);
@@ -816,7 +913,7 @@ struct ClientConnection::Impl {
                              "a request body read for a stage is over " + std::to_string(kBufferedBodyCap >> 20) +
                                  " MiB and cannot be forwarded from the buffer");
     }
-    cur_tee = ex.tee.get();
+    cur_tees = &ex.tees;
     if (local) {
       // An unread request body would be taken for the next request: close unless there was none or a
       // stage had it read already.
@@ -830,193 +927,267 @@ struct ClientConnection::Impl {
     auto& balancer = *route_rt.balancer;
 
     // Pick and connect; on refusal try the route's other upstreams before giving up. A stage's pick
-    // (by name or URL) narrows the candidates first; the rest of the route is the failover.
+    // (by name or URL) narrows the candidates first; the rest of the route is the failover. Upstreams that
+    // are down (health checks, ejection) are avoided, backups used only when no primary is up.
     const std::size_t n_up = route.upstreams.size();
-    std::vector<bool> skip(n_up, false);
-    std::vector<bool> outside(n_up, false);
-    bool narrowed = false;
+    auto& health = *route_rt.health;
+    std::vector<bool> outside;
     if (chosen) {
+      outside.assign(n_up, false);
+      bool narrowed = false;
       for (std::size_t k = 0; k < n_up; ++k) {
         outside[k] = route.upstreams[k].name != *chosen && route.upstreams[k].url.text != *chosen;
         narrowed = narrowed || !outside[k];
       }
+      if (!narrowed) outside.clear();
     }
+    const std::string& method = ex.request.method;
+    const bool idempotent =
+        method == "GET" || method == "HEAD" || method == "OPTIONS" || method == "PUT" || method == "DELETE";
+    const bool has_body = framing.kind != BodyFraming::Kind::None;
+    auto retry_on = [&](std::string_view condition) {
+      return std::find(route.retries.on.begin(), route.retries.on.end(), condition) != route.retries.on.end();
+    };
+    unsigned retries_done = 0;
+    std::optional<SteadyClock::time_point> hold_until;
+    ActiveCount active{balancer, std::nullopt};
     std::size_t ui = 0;
-    std::string detail;
-    ConnectResult cr = ConnectResult::Failed;
-    for (std::size_t attempt = 0; attempt < n_up; ++attempt) {
-      std::vector<bool> mask = skip;
-      bool group_left = false;
-      for (std::size_t k = 0; narrowed && k < n_up; ++k) group_left = group_left || (!outside[k] && !skip[k]);
-      if (group_left)
-        for (std::size_t k = 0; k < n_up; ++k) mask[k] = mask[k] || outside[k];
-      ui = balancer.pick(mask);
-      cr = co_await connect_upstream(route.upstreams[ui].url, route_rt, detail);
-      if (cr == ConnectResult::Ok) break;
-      skip[ui] = true;  // refused or timed out: the next candidate gets the request
-    }
-    const Url& url = route.upstreams[ui].url;
-    upstream_text = url.text;
-    ex.upstream = url.text;
-    ex.upstream_name = route.upstreams[ui].name;
-    if (narrowed && outside[ui] && cr == ConnectResult::Ok) {
-      ex.tags["failover_from"] = *chosen;
-      log_line("rproxy: " + *chosen + " refused the connection; " + ex.request.method + " " + log_target +
-               " failed over to " + url.text);
-    }
-    if (cr != ConnectResult::Ok) {
-      shared.upstream_errors.fetch_add(1, std::memory_order_relaxed);
-      int st = cr == ConnectResult::Timeout ? 504 : 502;
-      error_code = cr == ConnectResult::Timeout     ? cause::kConnectTimeout
-                   : cr == ConnectResult::Refused   ? cause::kConnectRefused
-                   : cr == ConnectResult::TlsFailed ? cause::kUpstreamTls
-                                                    : cause::kConnectFailed;
-      log_line("rproxy: " + std::to_string(st) + " " + ex.request.method + " " + log_target + ": " + detail);
-      if (framing.kind != BodyFraming::Kind::None) keep_alive = false;
-      auto err = error_response(st, error_code, detail);
-      bool keep = co_await respond_locally(ex, stages, ran, err, body, keep_alive, status, bytes_out, error_code);
-      co_return finish(keep);
-    }
-
-    balancer.begin(ui);
-    struct EndGuard {
-      Balancer& b;
-      std::size_t i;
-      ~EndGuard() { b.end(i); }
-    } end_guard{balancer, ui};
-
-    // Build the upstream head.
-    RequestHead up = ex.request;
-    up.target = upstream_target(route, ex.request.target);
-    ForwardContext fctx;
-    fctx.client_ip = client_ip;
-    fctx.scheme = scheme;
-    fctx.upstream_authority = host_header_value(url);
-    fctx.send_upstream_host = route.host_header == HostHeader::Upstream;
-    fctx.upgrade = upgrade;
-    prepare_upstream_request(up, fctx);
-    OutFraming req_out = OutFraming::None;
-    if (body_buffered) {
-      up.headers.remove("Transfer-Encoding");
-      up.headers.set("Content-Length", std::to_string(ex.request_body.size()));
-    } else if (framing.kind == BodyFraming::Kind::Length) {
-      up.headers.set("Content-Length", std::to_string(framing.length));
-      req_out = OutFraming::Length;
-    } else if (framing.kind == BodyFraming::Kind::Chunked) {
-      up.headers.set("Transfer-Encoding", "chunked");
-      req_out = OutFraming::Chunked;
-    } else if (had_content_length) {
-      up.headers.set("Content-Length", "0");
-    }
-    auto up_wire = serialize(up);
-
-    // Send head + body, read the response head. A reused pooled connection that the upstream closed in
-    // the meantime gets one retry on a fresh connection when nothing of a body was sent yet.
     ResponseParseResult rp;
     bool request_cut_short = false;
-    std::string fail_code;
-    std::string fail_detail;
-    int fail_status = 0;
-    for (int attempt = 0;; ++attempt) {
-      bool reused = upstream->reused;
-      bool ok = co_await write_upstream(*upstream, asio::buffer(up_wire), route.read_timeout);
-      bool body_started = false;
-      if (ok && body_buffered) {
-        body_started = true;
-        if (shadow) shadow_body = ex.request_body;
-        if (cur_tee) cur_tee->request_body(ex.request_body);
-        ok = co_await write_upstream(*upstream, asio::buffer(ex.request_body), route.read_timeout);
-      } else if (ok && framing.kind != BodyFraming::Kind::None) {
-        body_started = true;
-        if (shadow) {
-          shadow_body.clear();
-          shadow_body_over = false;
-          shadow_body_cap = shadow->max_body;
-          body_tee = &shadow_body;
-        }
-        request_throttle = body.request_throttle;
-        auto sent = co_await forward_request_body(framing, req_out, expect_continue, route.read_timeout, bytes_in);
-        if (sent == BodySend::ClientFailed) {
-          drop_upstream();
-          auto [st, msg] = body_error;
-          if (st == 0) co_return finish(false);
-          status = st;
-          error_code = st == 408 ? cause::kTimeout : cause::kBadRequest;
-          log_line("rproxy: " + std::to_string(st) + " from " + client_ip + ": " + msg);
-          {
-        auto err = error_response(st, error_code, msg);
-        co_await send_local(ex, err, false, bytes_out);
+    RequestHead up;
+    // Waits before the next attempt when the route allows one more for this failure; logs it.
+    auto next_try = [&](const std::string& condition, const std::string& why) -> std::optional<Millis> {
+      bool body_sent = has_body && condition != "connect";
+      if (retries_done >= route.retries.attempts || !retry_on(condition) || body_sent) return std::nullopt;
+      if (condition != "connect" && !idempotent) return std::nullopt;
+      ++retries_done;
+      auto wait = route.retries.backoff * (1u << std::min(retries_done - 1, 10u));
+      log_line("rproxy: retry " + std::to_string(retries_done) + "/" + std::to_string(route.retries.attempts) + " of " +
+               method + " " + log_target + " in " + format_duration(wait) + ": " + why);
+      ex.tags["retries"] = std::to_string(retries_done);
+      return wait;
+    };
+    // A retry goes to another upstream while there is one that has not failed this request.
+    std::vector<bool> failed_here(n_up, false);
+    for (;;) {
+      std::vector<bool> tried = failed_here;
+      if (std::all_of(tried.begin(), tried.end(), [](bool b) { return b; })) tried.assign(n_up, false);
+      std::string detail;
+      ConnectResult cr = ConnectResult::Failed;
+      while (true) {
+        auto mask = health.avoid_mask(tried, outside, SteadyClock::now());
+        if (mask.empty()) break;
+        ui = balancer.pick(mask);
+        cr = co_await connect_upstream(route.upstreams[ui].url, route_rt, detail);
+        if (cr == ConnectResult::Ok) break;
+        tried[ui] = true;  // refused or timed out: the next candidate gets the request
+        if (auto line = health.record_failure(ui, SteadyClock::now()); !line.empty()) log_line(line);
       }
-          co_await lingering_close();
-          co_return finish(false);
+      const Url& url = route.upstreams[ui].url;
+      upstream_text = url.text;
+      ex.upstream = url.text;
+      ex.upstream_name = route.upstreams[ui].name;
+      if (cr != ConnectResult::Ok) {
+        // Every upstream is down. A dev server restarting comes back in seconds: hold idempotent requests.
+        auto now = SteadyClock::now();
+        if (route.hold.count() > 0 && idempotent) {
+          if (!hold_until) {
+            hold_until = now + route.hold;
+            log_line("rproxy: every upstream of route " + route.name + " is down; holding " + method + " " +
+                     log_target + " up to " + format_duration(route.hold) + " (" + detail + ")");
+          }
+          if (now < *hold_until && !closed && !shared.draining.load(std::memory_order_relaxed)) {
+            co_await sleep(std::min<Millis>(Millis(200), std::chrono::ceil<Millis>(*hold_until - now)));
+            continue;
+          }
         }
-        if (sent == BodySend::TooLarge) {
-          drop_upstream();
-          status = 413;
-          error_code = cause::kBodyTooLarge;
-          {
-        auto err = error_response(413, cause::kBodyTooLarge, "request body exceeds the configured limit");
-        co_await send_local(ex, err, false, bytes_out);
+        if (auto wait = next_try("connect", detail)) {
+          co_await sleep(*wait);
+          continue;
+        }
+        shared.upstream_errors.fetch_add(1, std::memory_order_relaxed);
+        int st = cr == ConnectResult::Timeout ? 504 : 502;
+        error_code = cr == ConnectResult::Timeout     ? cause::kConnectTimeout
+                     : cr == ConnectResult::Refused   ? cause::kConnectRefused
+                     : cr == ConnectResult::TlsFailed ? cause::kUpstreamTls
+                                                      : cause::kConnectFailed;
+        if (hold_until) detail += " (held " + format_duration(route.hold) + ")";
+        log_line("rproxy: " + std::to_string(st) + " " + method + " " + log_target + ": " + detail);
+        if (has_body) keep_alive = false;
+        auto err = error_response(st, error_code, detail);
+        bool keep = co_await respond_locally(ex, stages, ran, err, body, keep_alive, status, bytes_out, error_code);
+        co_return finish(keep);
       }
-          co_return finish(false);
+      if (hold_until) ex.tags["held_ms"] = std::to_string(std::chrono::duration_cast<Millis>(
+                                                               SteadyClock::now() - (*hold_until - route.hold))
+                                                               .count());
+      if (!outside.empty() && outside[ui]) {
+        ex.tags["failover_from"] = *chosen;
+        log_line("rproxy: " + *chosen + " is down or refused the connection; " + method + " " + log_target +
+                 " failed over to " + url.text);
+      }
+      active.begin(ui);
+
+      // Build the upstream head.
+      up = ex.request;
+      up.target = upstream_target(route, ex.request.target);
+      ForwardContext fctx;
+      fctx.client_ip = client_ip;
+      fctx.scheme = scheme;
+      fctx.upstream_authority = host_header_value(url);
+      fctx.send_upstream_host = route.host_header == HostHeader::Upstream;
+      fctx.upgrade = upgrade;
+      prepare_upstream_request(up, fctx);
+      OutFraming req_out = OutFraming::None;
+      if (body_buffered) {
+        up.headers.remove("Transfer-Encoding");
+        up.headers.set("Content-Length", std::to_string(ex.request_body.size()));
+      } else if (framing.kind == BodyFraming::Kind::Length) {
+        up.headers.set("Content-Length", std::to_string(framing.length));
+        req_out = OutFraming::Length;
+      } else if (framing.kind == BodyFraming::Kind::Chunked) {
+        up.headers.set("Transfer-Encoding", "chunked");
+        req_out = OutFraming::Chunked;
+      } else if (had_content_length) {
+        up.headers.set("Content-Length", "0");
+      }
+      auto up_wire = serialize(up);
+
+      // Send head + body, read the response head. A reused pooled connection that the upstream closed in
+      // the meantime gets one retry on a fresh connection when nothing of a body was sent yet.
+      std::string fail_code;
+      std::string fail_detail;
+      int fail_status = 0;
+      bool retry = false;
+      for (int attempt = 0;; ++attempt) {
+        bool reused = upstream->reused;
+        bool ok = co_await write_upstream(*upstream, asio::buffer(up_wire), route.read_timeout);
+        bool body_started = false;
+        if (ok && body_buffered) {
+          body_started = true;
+          if (shadow) shadow_body = ex.request_body;
+          tee_request_body(ex.request_body);
+          ok = co_await write_upstream(*upstream, asio::buffer(ex.request_body), route.read_timeout);
+        } else if (ok && has_body) {
+          body_started = true;
+          if (shadow) {
+            shadow_body.clear();
+            shadow_body_over = false;
+            shadow_body_cap = shadow->max_body;
+            body_tee = &shadow_body;
+          }
+          request_throttle = body.request_throttle;
+          auto sent = co_await forward_request_body(framing, req_out, expect_continue, route.read_timeout, bytes_in);
+          if (sent == BodySend::ClientFailed) {
+            drop_upstream();
+            auto [st, msg] = body_error;
+            if (st == 0) co_return finish(false);
+            status = st;
+            error_code = st == 408 ? cause::kTimeout : cause::kBadRequest;
+            log_line("rproxy: " + std::to_string(st) + " from " + client_ip + ": " + msg);
+            {
+              auto err = error_response(st, error_code, msg);
+              co_await send_local(ex, err, false, bytes_out);
+            }
+            co_await lingering_close();
+            co_return finish(false);
+          }
+          if (sent == BodySend::TooLarge) {
+            drop_upstream();
+            status = 413;
+            error_code = cause::kBodyTooLarge;
+            {
+              auto err = error_response(413, cause::kBodyTooLarge, "request body exceeds the configured limit");
+              co_await send_local(ex, err, false, bytes_out);
+            }
+            co_return finish(false);
+          }
+          ok = sent == BodySend::Ok;
+          // An upstream may answer before it has read the whole body (413, 401) and close: that answer
+          // belongs to the client, not a 502. The request was cut short, so nothing is reused afterwards.
+          if (sent == BodySend::UpstreamFailed) {
+            request_cut_short = true;
+            keep_alive = false;
+            auto grace = std::min<Millis>(route.read_timeout, Millis(2000));
+            rp = co_await read_response_head(ex, grace, fail_status, fail_code, fail_detail);
+            if (rp.status == ParseStatus::Complete) break;
+            fail_status = 502;
+            fail_code = cause::kUpstreamClosed;
+            fail_detail = "upstream " + url.text + " closed the connection while the request body was sent";
+          }
         }
-        ok = sent == BodySend::Ok;
-        // An upstream may answer before it has read the whole body (413, 401) and close: that answer
-        // belongs to the client, not a 502. The request was cut short, so nothing is reused afterwards.
-        if (sent == BodySend::UpstreamFailed) {
-          request_cut_short = true;
-          keep_alive = false;
-          auto grace = std::min<Millis>(route.read_timeout, Millis(2000));
-          rp = co_await read_response_head(ex, grace, fail_status, fail_code, fail_detail);
+        if (ok) {
+          rp = co_await read_response_head(ex, route.read_timeout, fail_status, fail_code, fail_detail);
           if (rp.status == ParseStatus::Complete) break;
+        } else if (!request_cut_short) {
           fail_status = 502;
           fail_code = cause::kUpstreamClosed;
-          fail_detail = "upstream " + url.text + " closed the connection while the request body was sent";
+          fail_detail = "upstream " + url.text + " closed the connection while the request was sent";
         }
-      }
-      if (ok) {
-        rp = co_await read_response_head(ex, route.read_timeout, fail_status, fail_code, fail_detail);
-        if (rp.status == ParseStatus::Complete) break;
-      } else if (!request_cut_short) {
-        fail_status = 502;
-        fail_code = cause::kUpstreamClosed;
-        fail_detail = "upstream " + url.text + " closed the connection while the request was sent";
-      }
-      bool nothing_received = upstream && upstream->buf.empty();
-      bool idempotent = ex.request.method == "GET" || ex.request.method == "HEAD" ||
-                        ex.request.method == "OPTIONS" || ex.request.method == "PUT" || ex.request.method == "DELETE";
-      if (attempt == 0 && reused && idempotent && !body_started && nothing_received &&
-          fail_code == cause::kUpstreamClosed) {
-        drop_upstream();
-        std::string d;
-        auto c2 = co_await connect_upstream(url, route_rt, d);
-        if (c2 == ConnectResult::Ok && !upstream->reused) continue;
-        if (c2 == ConnectResult::Ok) {
+        bool nothing_received = upstream && upstream->buf.empty();
+        if (attempt == 0 && reused && idempotent && !body_started && nothing_received &&
+            fail_code == cause::kUpstreamClosed) {
           drop_upstream();
-          c2 = co_await connect_upstream(url, route_rt, d);
-          if (c2 == ConnectResult::Ok) continue;
+          std::string d;
+          auto c2 = co_await connect_upstream(url, route_rt, d);
+          if (c2 == ConnectResult::Ok && !upstream->reused) continue;
+          if (c2 == ConnectResult::Ok) {
+            drop_upstream();
+            c2 = co_await connect_upstream(url, route_rt, d);
+            if (c2 == ConnectResult::Ok) continue;
+          }
+          fail_detail = d;
+          if (c2 == ConnectResult::Timeout) {
+            fail_status = 504;
+            fail_code = cause::kConnectTimeout;
+          } else {
+            fail_status = 502;
+            fail_code = c2 == ConnectResult::Refused     ? cause::kConnectRefused
+                        : c2 == ConnectResult::TlsFailed ? cause::kUpstreamTls
+                                                         : cause::kConnectFailed;
+          }
         }
-        fail_detail = d;
-        if (c2 == ConnectResult::Timeout) {
-          fail_status = 504;
-          fail_code = cause::kConnectTimeout;
-        } else {
-          fail_status = 502;
-          fail_code = c2 == ConnectResult::Refused     ? cause::kConnectRefused
-                      : c2 == ConnectResult::TlsFailed ? cause::kUpstreamTls
-                                                       : cause::kConnectFailed;
+        drop_upstream();
+        active.end();
+        if (fail_code != cause::kBadResponse)
+          if (auto line = health.record_failure(ui, SteadyClock::now()); !line.empty()) log_line(line);
+        std::string condition = fail_code == cause::kResponseTimeout ? "timeout"
+                                : fail_code == cause::kUpstreamClosed ? "reset"
+                                : fail_code == cause::kBadResponse    ? "bad_response"
+                                                                      : "connect";
+        if (!request_cut_short) {
+          failed_here[ui] = true;
+          if (auto wait = next_try(condition, fail_detail)) {
+            co_await sleep(*wait);
+            retry = true;
+            break;
+          }
+        }
+        shared.upstream_errors.fetch_add(1, std::memory_order_relaxed);
+        error_code = fail_code;
+        log_line("rproxy: " + std::to_string(fail_status) + " " + method + " " + log_target + ": " + fail_detail);
+        if (body_started && has_body) keep_alive = false;
+        auto err = error_response(fail_status, fail_code, fail_detail);
+        bool keep = co_await respond_locally(ex, stages, ran, err, body, keep_alive, status, bytes_out, error_code);
+        co_return finish(keep);
+      }
+      if (retry) continue;
+      health.record_success(ui);
+      // A 5xx the route retries on: discard it (closing the connection, so its body never has to be read).
+      int st = rp.head.status;
+      if (st >= 500 && !request_cut_short && (retry_on("5xx") || retry_on(std::to_string(st)))) {
+        if (auto wait = next_try(retry_on("5xx") ? "5xx" : std::to_string(st),
+                                 "upstream " + url.text + " answered " + std::to_string(st))) {
+          drop_upstream();
+          active.end();
+          failed_here[ui] = true;
+          co_await sleep(*wait);
+          continue;
         }
       }
-      drop_upstream();
-      shared.upstream_errors.fetch_add(1, std::memory_order_relaxed);
-      error_code = fail_code;
-      log_line("rproxy: " + std::to_string(fail_status) + " " + ex.request.method + " " + log_target + ": " +
-               fail_detail);
-      if (body_started && framing.kind != BodyFraming::Kind::None) keep_alive = false;
-      auto err = error_response(fail_status, fail_code, fail_detail);
-      bool keep = co_await respond_locally(ex, stages, ran, err, body, keep_alive, status, bytes_out, error_code);
-      co_return finish(keep);
+      break;
     }
+    const Url& url = route.upstreams[ui].url;
 
     ResponseHead resp = std::move(rp.head);
     // A 101 answers an Upgrade: from here on the connection is a byte tunnel.
@@ -1056,7 +1227,8 @@ struct ClientConnection::Impl {
                              !resp.headers.has_token("Connection", "close") &&
                              resp_framing.kind != BodyFraming::Kind::UntilClose;
 
-    if (cur_tee) cur_tee->response_head(resp);
+    if (cur_tees)
+      for (auto& t : *cur_tees) t->response_head(resp);
     CapturedResponse primary_capture;
     BodyCapture capture;
     if (shadow) {
@@ -1069,6 +1241,12 @@ struct ClientConnection::Impl {
     auto upstream_cl = resp.headers.get("Content-Length");
     std::string saved_cl = upstream_cl ? std::string(*upstream_cl) : std::string();
     prepare_client_response(resp, false);
+    // Response stages see the body's length (the compressor skips small bodies); the framing is decided
+    // again below from the upstream's own.
+    if (resp_framing.kind == BodyFraming::Kind::Length)
+      resp.headers.set("Content-Length", std::to_string(resp_framing.length));
+    else if (!saved_cl.empty() && (ex.request.method == "HEAD" || resp.status == 304))
+      resp.headers.set("Content-Length", saved_cl);
     ex.response = resp;
     std::optional<LocalResponse> replace;
     if (!co_await run_response_stages(stages, ran, ex, body, replace)) {
@@ -1097,15 +1275,28 @@ struct ClientConnection::Impl {
     }
     resp = *ex.response;
     status = resp.status;
+    if (resp_framing.kind != BodyFraming::Kind::None && !start_encoder(body.content_coding, body.coding_level)) resp.headers.remove("Content-Encoding");
 
     // Framing towards the client.
     OutFraming out = OutFraming::None;
     switch (resp_framing.kind) {
       case BodyFraming::Kind::None:
-        if ((ex.request.method == "HEAD" || resp.status == 304) && !saved_cl.empty())
+        if ((ex.request.method == "HEAD" || resp.status == 304) && !saved_cl.empty() && body.content_coding.empty())
           resp.headers.set("Content-Length", saved_cl);
         break;
       case BodyFraming::Kind::Length:
+        if (encoder) {
+          // The compressed length is not known before the end: chunked (or until close for HTTP/1.0).
+          resp.headers.remove("Content-Length");
+          if (ex.request.version_minor == 1) {
+            resp.headers.set("Transfer-Encoding", "chunked");
+            out = OutFraming::Chunked;
+          } else {
+            out = OutFraming::UntilClose;
+            keep_alive = false;
+          }
+          break;
+        }
         resp.headers.set("Content-Length", std::to_string(resp_framing.length));
         out = OutFraming::Length;
         break;
@@ -1128,12 +1319,12 @@ struct ClientConnection::Impl {
     }
     auto wire = serialize(resp);
     // A small response usually arrived whole with its head: send head and body in one write.
-    bool whole = out == OutFraming::Length && upstream->buf.size() >= resp_framing.length && !body.paced();
+    bool whole = out == OutFraming::Length && upstream->buf.size() >= resp_framing.length && !body.paced() && !encoder;
     bool written = false;
     if (whole) {
       auto n = static_cast<std::size_t>(resp_framing.length);
       if (resp_capture) resp_capture->add(upstream->buf.view().substr(0, n));
-      if (cur_tee) cur_tee->response_body(upstream->buf.view().substr(0, n));
+      tee_response_body(upstream->buf.view().substr(0, n));
       written = co_await write_client(asio::buffer(wire), asio::buffer(upstream->buf.view().data(), n));
       upstream->buf.consume(n);
       bytes_out = n;
@@ -1265,6 +1456,7 @@ struct ClientConnection::Impl {
       r.status = ex.response->status;
       r.headers = ex.response->headers;
     }
+    if (!start_encoder(body.content_coding, body.coding_level)) r.headers.remove("Content-Encoding");
     if (auto e = r.headers.get("X-Rproxy-Error")) error_code = std::string(*e);
     bool keep = co_await write_local_after_stages(ex, r, keep_alive, status, bytes_out);
     co_return keep;
@@ -1274,6 +1466,7 @@ struct ClientConnection::Impl {
                                            std::size_t& bytes_out) {
     status = r.status;
     if (shared.draining.load(std::memory_order_relaxed)) keep_alive = false;
+    if (encoder && !r.body_file.empty() && ex.request.version_minor == 0) keep_alive = false;
     r.headers.remove("Connection");
     bool sent = co_await send_local(ex, r, keep_alive, bytes_out);
     co_return sent && keep_alive;
@@ -1286,7 +1479,15 @@ struct ClientConnection::Impl {
   std::uint64_t shadow_body_cap = 0;
   bool shadow_body_over = false;
   BodyCapture* resp_capture = nullptr;
-  ExchangeTee* cur_tee = nullptr;  // Exchange::tee of the exchange in progress
+  std::vector<std::shared_ptr<ExchangeTee>>* cur_tees = nullptr;  // Exchange::tees of the exchange in progress
+  void tee_request_body(std::string_view piece) {
+    if (cur_tees)
+      for (auto& t : *cur_tees) t->request_body(piece);
+  }
+  void tee_response_body(std::string_view piece) {
+    if (cur_tees)
+      for (auto& t : *cur_tees) t->response_body(piece);
+  }
   // Why the client side of a request body failed (status 0: the client went away, nothing to answer).
   std::pair<int, std::string> body_error{0, {}};
   std::uint64_t request_throttle = 0;  // bytes/s for the request body of the exchange in progress (0 = off)
@@ -1322,7 +1523,7 @@ struct ClientConnection::Impl {
       if (st != ReadStatus::Data) co_return BodySend::ClientFailed;
       bytes_in += piece.size();
       if (limits().max_body && bytes_in > limits().max_body) co_return BodySend::TooLarge;
-      if (cur_tee) cur_tee->request_body(piece);
+      tee_request_body(piece);
       if (body_tee && !shadow_body_over) {
         if (body_tee->size() + piece.size() > shadow_body_cap) {
           shadow_body_over = true;
@@ -1469,7 +1670,7 @@ struct ClientConnection::Impl {
       if (st == ReadStatus::Done) break;
       if (st != ReadStatus::Data) co_return StreamResult::UpstreamFailed;
       if (resp_capture) resp_capture->add(piece);
-      if (cur_tee) cur_tee->response_body(piece);
+      tee_response_body(piece);
       bool cut = false;
       if (control.truncate_after && bytes_out + piece.size() >= *control.truncate_after) {
         piece.resize(static_cast<std::size_t>(*control.truncate_after - bytes_out));
@@ -1498,18 +1699,18 @@ struct ClientConnection::Impl {
             if (due > now) co_await sleep(std::chrono::ceil<std::chrono::milliseconds>(due - now));
           }
           std::string part = piece.substr(off, n);
-          if (!co_await write_piece(client, client_deadline, out, part)) co_return StreamResult::ClientFailed;
+          if (!co_await write_body_piece(out, part)) co_return StreamResult::ClientFailed;
           bytes_out += n;
           off += n;
           slice_used += n;
         }
       } else {
-        if (!co_await write_piece(client, client_deadline, out, piece)) co_return StreamResult::ClientFailed;
+        if (!co_await write_body_piece(out, piece)) co_return StreamResult::ClientFailed;
         bytes_out += piece.size();
       }
       if (cut) co_return StreamResult::Truncated;
     }
-    if (!co_await write_end(client, client_deadline, out)) co_return StreamResult::ClientFailed;
+    if (!co_await write_body_end(out)) co_return StreamResult::ClientFailed;
     co_return StreamResult::Complete;
   }
 

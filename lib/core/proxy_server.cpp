@@ -15,6 +15,7 @@
 #include <system_error>
 
 #include "core/client_connection.hpp"
+#include "core/health_checker.hpp"
 #include "core/worker.hpp"
 
 namespace rproxy {
@@ -149,6 +150,7 @@ void ProxyServer::start() {
   }
   // Before any connection is accepted: a stage that cannot start (an unwritable recording) stops the start.
   each_stage(*impl_->shared.runtime, [](const std::string&, Stage& stage) { stage.on_start(); });
+  start_health_checks(w0.ctx.get_executor(), impl_->shared.runtime, impl_->shared.draining);
   for (std::size_t i = 0; i < impl_->acceptors.size(); ++i)
     asio::co_spawn(w0.ctx, impl_->accept_loop(*impl_->acceptors[i], impl_->listener_info[i]), asio::detached);
   for (auto& w : impl_->workers) {

@@ -84,6 +84,7 @@ std::shared_ptr<const Runtime> build_runtime(Scenario scenario) {
     std::vector<unsigned> weights;
     for (const auto& u : s.routes[i].upstreams) weights.push_back(u.weight);
     rr.balancer = std::make_unique<Balancer>(s.routes[i].balance, std::move(weights), s.seed + i);
+    rr.health = std::make_unique<UpstreamHealth>(s.routes[i]);
     build_upstream_tls(rr, "routes[" + std::to_string(i) + "]", problems, rt->notices);
     rt->routes.push_back(std::move(rr));
   }

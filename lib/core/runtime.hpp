@@ -7,6 +7,7 @@
 
 #include "core/balancer.hpp"
 #include "core/router.hpp"
+#include "core/upstream_health.hpp"
 #include "rproxy/http_parser.hpp"
 #include "rproxy/scenario.hpp"
 #include "rproxy/stage.hpp"
@@ -19,6 +20,7 @@ struct RouteRuntime {
   std::vector<std::unique_ptr<Stage>> stages;
   std::unique_ptr<Balancer> balancer;
   tls::Context upstream_tls;  // set when the route has an https:// upstream
+  std::unique_ptr<UpstreamHealth> health;  // mutable shared state (atomics) behind a const Runtime
 };
 
 struct Runtime {

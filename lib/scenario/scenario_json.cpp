@@ -11,6 +11,7 @@
 // value the first pass already rejected ("no upstreams" after the only upstream URL was bad) are dropped,
 // so each mistake is reported once.
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -57,10 +58,14 @@ const KeyTable& key_table() {
       {"stage", {"type", "name", "params"}},
       {"route",
        {"name", "match", "strip_prefix", "rewrite", "upstreams", "balance", "host_header", "connect_timeout",
-        "read_timeout", "upstream_tls", "stages"}},
+        "read_timeout", "upstream_tls", "health_check", "passive_health", "retries", "hold", "stages"}},
       {"match", {"host", "path_prefix", "path", "methods", "headers"}},
-      {"upstream", {"url", "weight", "name"}},
+      {"upstream", {"url", "weight", "name", "backup"}},
       {"upstream_tls", {"ca", "insecure", "server_name"}},
+      {"health_check",
+       {"path", "interval", "timeout", "healthy_threshold", "unhealthy_threshold", "expect_status"}},
+      {"passive_health", {"max_fails", "eject_for"}},
+      {"retries", {"attempts", "backoff", "on"}},
   };
   return table;
 }
@@ -296,6 +301,9 @@ UpstreamSpec read_upstream(Reader& r, const json& v, const std::string& path) {
     with_member(v, "name", path, [&](const json& m, const std::string& p) {
       if (auto n = r.string(m, p)) up.name = *n;
     });
+    with_member(v, "backup", path, [&](const json& m, const std::string& p) {
+      if (auto b = r.boolean(m, p)) up.backup = *b;
+    });
   }
   if (url == nullptr) return up;
   if (!url->is_string()) {
@@ -305,6 +313,58 @@ UpstreamSpec read_upstream(Reader& r, const json& v, const std::string& path) {
   }
   if (auto err = parse_url(url->get<std::string>(), up.url)) r.fail(url_path, *err);
   return up;
+}
+
+// expect_status: a status ("200") or an inclusive range ("200-399"), within 100-599.
+std::optional<std::string> parse_status_range(const json& v, int& lo, int& hi) {
+  auto bad = "expected a status like \"200\" or a range like \"200-399\", got " + json_describe(v);
+  std::string text = v.is_number_unsigned() ? std::to_string(v.get<unsigned>()) : v.is_string() ? v.get<std::string>() : "";
+  auto dash = text.find('-');
+  auto number = [](std::string_view t) {
+    int n = 0;
+    if (t.size() != 3) return -1;
+    for (char c : t) {
+      if (c < '0' || c > '9') return -1;
+      n = n * 10 + (c - '0');
+    }
+    return n >= 100 && n <= 599 ? n : -1;
+  };
+  int a = number(std::string_view(text).substr(0, dash));
+  int b = dash == std::string::npos ? a : number(std::string_view(text).substr(dash + 1));
+  if (a < 0 || b < 0) return bad;
+  if (a > b) return "the range " + quote(text) + " is empty (its first status is above its last)";
+  lo = a;
+  hi = b;
+  return std::nullopt;
+}
+
+bool is_retry_condition(const std::string& c) {
+  if (c == "connect" || c == "reset" || c == "timeout" || c == "5xx") return true;
+  return c.size() == 3 && c[0] == '5' && std::isdigit(static_cast<unsigned char>(c[1])) &&
+         std::isdigit(static_cast<unsigned char>(c[2]));
+}
+
+HealthCheck read_health_check(Reader& r, const json& m, const std::string& p) {
+  HealthCheck hc;
+  with_member(m, "path", p, [&](const json& f, const std::string& fp) {
+    if (auto str = r.string(f, fp)) hc.path = *str;
+  });
+  with_member(m, "interval", p, [&](const json& f, const std::string& fp) {
+    if (auto d = r.duration(f, fp)) hc.interval = *d;
+  });
+  with_member(m, "timeout", p, [&](const json& f, const std::string& fp) {
+    if (auto d = r.duration(f, fp)) hc.timeout = *d;
+  });
+  with_member(m, "healthy_threshold", p, [&](const json& f, const std::string& fp) {
+    if (auto n = r.unsigned_in(f, fp, 1, 100)) hc.healthy_threshold = static_cast<unsigned>(*n);
+  });
+  with_member(m, "unhealthy_threshold", p, [&](const json& f, const std::string& fp) {
+    if (auto n = r.unsigned_in(f, fp, 1, 100)) hc.unhealthy_threshold = static_cast<unsigned>(*n);
+  });
+  with_member(m, "expect_status", p, [&](const json& f, const std::string& fp) {
+    if (auto err = parse_status_range(f, hc.expect_min, hc.expect_max)) r.fail(fp, *err);
+  });
+  return hc;
 }
 
 Route read_route(Reader& r, const json& v, const std::string& path) {
@@ -358,6 +418,37 @@ Route read_route(Reader& r, const json& v, const std::string& path) {
     with_member(m, "server_name", p, [&](const json& f, const std::string& fp) {
       if (auto str = r.string(f, fp)) route.upstream_tls.server_name = *str;
     });
+  });
+  with_member(v, "health_check", path, [&](const json& m, const std::string& p) {
+    if (!r.object(m, p, "health_check")) return;
+    route.health_check = read_health_check(r, m, p);
+  });
+  with_member(v, "passive_health", path, [&](const json& m, const std::string& p) {
+    if (!r.object(m, p, "passive_health")) return;
+    with_member(m, "max_fails", p, [&](const json& f, const std::string& fp) {
+      if (auto n = r.unsigned_in(f, fp, 0, 1000)) route.passive_health.max_fails = static_cast<unsigned>(*n);
+    });
+    with_member(m, "eject_for", p, [&](const json& f, const std::string& fp) {
+      if (auto d = r.duration(f, fp)) route.passive_health.eject_for = *d;
+    });
+  });
+  with_member(v, "retries", path, [&](const json& m, const std::string& p) {
+    if (!r.object(m, p, "retries")) return;
+    with_member(m, "attempts", p, [&](const json& f, const std::string& fp) {
+      if (auto n = r.unsigned_in(f, fp, 0, 10)) route.retries.attempts = static_cast<unsigned>(*n);
+    });
+    with_member(m, "backoff", p, [&](const json& f, const std::string& fp) {
+      if (auto d = r.duration(f, fp)) route.retries.backoff = *d;
+    });
+    with_member(m, "on", p, [&](const json& f, const std::string& fp) {
+      if (!r.array(f, fp, "retry conditions")) return;
+      route.retries.on.clear();
+      for (std::size_t i = 0; i < f.size(); ++i)
+        if (auto str = r.string(f[i], json_path_index(fp, i))) route.retries.on.push_back(*str);
+    });
+  });
+  with_member(v, "hold", path, [&](const json& m, const std::string& p) {
+    if (auto d = r.duration(m, p)) route.hold = *d;
   });
   with_member(v, "stages", path,
               [&](const json& m, const std::string& p) { route.stages = read_stages(r, m, p); });
@@ -588,6 +679,25 @@ class Validator {
         report("tls.redirect_http", "same address as listeners[" + std::to_string(i) + "] (" + r.to_string() + ")");
   }
 
+  void check_health(const Route& route, const std::string& path) {
+    if (const auto& hc = route.health_check) {
+      auto err = check_path(hc->path);
+      if (!err.empty()) report(path + ".health_check.path", err);
+      positive(hc->interval, path + ".health_check.interval");
+      positive(hc->timeout, path + ".health_check.timeout");
+    }
+    if (route.passive_health.max_fails > 0) positive(route.passive_health.eject_for, path + ".passive_health.eject_for");
+    for (std::size_t i = 0; i < route.retries.on.size(); ++i) {
+      const auto& c = route.retries.on[i];
+      if (!is_retry_condition(c))
+        report(json_path_index(path + ".retries.on", i),
+               "must be \"connect\", \"reset\", \"timeout\", \"5xx\" or a status from 500 to 599, got " + quote(c));
+    }
+    bool any_primary = std::any_of(route.upstreams.begin(), route.upstreams.end(), [](const auto& u) { return !u.backup; });
+    if (!route.upstreams.empty() && !any_primary)
+      report(path + ".upstreams", "every upstream is a backup; at least one must not be");
+  }
+
   void check_upstream_tls(const Route& route, const std::string& path) {
     const auto& t = route.upstream_tls;
     if (t.insecure && !t.ca.empty())
@@ -759,6 +869,7 @@ class Validator {
     }
     check_upstreams(route, path);
     check_upstream_tls(route, path);
+    check_health(route, path);
     positive(route.connect_timeout, path + ".connect_timeout");
     positive(route.read_timeout, path + ".read_timeout");
     check_stages(route.stages, path + ".stages", global_names, &route);
@@ -835,6 +946,7 @@ json route_to_json(const Route& r) {
     std::string url = up.url.text.empty() ? up.url.scheme + "://" + up.url.authority() : up.url.text;
     json item = {{"url", url}, {"weight", up.weight}};
     if (!up.name.empty()) item["name"] = up.name;
+    if (up.backup) item["backup"] = true;
     upstreams.push_back(std::move(item));
   }
   json out = {{"name", r.name},
@@ -850,6 +962,22 @@ json route_to_json(const Route& r) {
   out["upstream_tls"] = {{"ca", r.upstream_tls.ca},
                          {"insecure", r.upstream_tls.insecure},
                          {"server_name", r.upstream_tls.server_name}};
+  if (const auto& hc = r.health_check) {
+    out["health_check"] = {{"path", hc->path},
+                           {"interval", format_duration(hc->interval)},
+                           {"timeout", format_duration(hc->timeout)},
+                           {"healthy_threshold", hc->healthy_threshold},
+                           {"unhealthy_threshold", hc->unhealthy_threshold},
+                           {"expect_status", hc->expect_min == hc->expect_max
+                                                 ? std::to_string(hc->expect_min)
+                                                 : std::to_string(hc->expect_min) + "-" + std::to_string(hc->expect_max)}};
+  }
+  out["passive_health"] = {{"max_fails", r.passive_health.max_fails},
+                           {"eject_for", format_duration(r.passive_health.eject_for)}};
+  out["retries"] = {{"attempts", r.retries.attempts},
+                    {"backoff", format_duration(r.retries.backoff)},
+                    {"on", r.retries.on}};
+  out["hold"] = format_duration(r.hold);
   return out;
 }
 

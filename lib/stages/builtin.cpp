@@ -5,6 +5,8 @@
 
 #include "rproxy/stage.hpp"
 #include "stages/access.hpp"
+#include "stages/cache.hpp"
+#include "stages/compress.hpp"
 #include "stages/cors.hpp"
 #include "stages/fault.hpp"
 #include "stages/headers.hpp"
@@ -48,6 +50,10 @@ void register_builtin_stages(StageRegistry& registry) {
                 stages::RateLimitStage::create});
   registry.add({"static", "serve files from a directory (types, ranges, ETags, index, SPA fallback; never outside it)",
                 stages::StaticStage::create, true});
+  registry.add({"cache", "in-memory RFC 9111 response cache: freshness, revalidation, Vary, LRU bounded by bytes",
+                stages::CacheStage::create});
+  registry.add({"compress", "gzip/brotli response bodies as they stream, for clients that accept it (never SSE)",
+                stages::CompressStage::create});
   registry.add({"replay", "answer requests from a cassette or HAR file, with a verdict; never contacts an upstream",
                 stages::ReplayStage::create, true});
 }

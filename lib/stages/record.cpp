@@ -169,7 +169,9 @@ Decision RecordStage::on_request(Exchange& ex) {
       return Decision::respond(std::move(answer.miss));
     }
   }
-  ex.tee = std::make_shared<RecordTee>(path_.bodies_dir, timing_);
+  auto tee = std::make_shared<RecordTee>(path_.bodies_dir, timing_);
+  ex.tees.push_back(tee);
+  ex.stage_state[this] = std::move(tee);
   return Decision::proceed();
 }
 
@@ -179,8 +181,9 @@ void RecordStage::not_recorded(const std::string& why) {
 }
 
 void RecordStage::on_complete(const Exchange& ex) {
-  auto* tee = dynamic_cast<RecordTee*>(ex.tee.get());
-  if (!tee) return;
+  auto state = ex.stage_state.find(this);
+  if (state == ex.stage_state.end()) return;
+  auto* tee = static_cast<RecordTee*>(state->second.get());
   if (!tee->head) return not_recorded("no upstream response");
   if (ex.outcome.status == 0) return not_recorded("the client went away");
   if (!ex.outcome.error.empty()) return not_recorded("failed: " + ex.outcome.error);

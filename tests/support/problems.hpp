@@ -2,10 +2,14 @@
 // failed comparison shows both sides one problem per line.
 #pragma once
 
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
 #include <vector>
+
+#include "rproxy/scenario.hpp"
+#include "rproxy/stage.hpp"
 
 namespace rproxy::test {
 

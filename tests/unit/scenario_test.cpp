@@ -935,13 +935,13 @@ TEST_CASE("scenario: upstream rules") {
 TEST_CASE("scenario: stage types must be registered") {
   json doc = minimal_doc();
   doc["stages"] = {{{"type", "latency"}}};
-  CHECK(problems_of(doc) == Problems{R"(stages[0].type: unknown stage type "latency" (known: headers, split, record, fault, access, cors, rate_limit, static, replay))"});
+  CHECK(problems_of(doc) == Problems{R"(stages[0].type: unknown stage type "latency" (known: headers, split, record, fault, access, cors, rate_limit, static, cache, compress, replay))"});
   doc["stages"] = {{{"name", "x"}}};
   CHECK(problems_of(doc) == Problems{R"(stages[0].type: required (the stage type, e.g. "headers"))"});
   doc["stages"] = json::array();
   doc["routes"][0]["stages"] = {{{"type", "nope"}}};
   CHECK(problems_of(doc) ==
-        Problems{R"(routes[0].stages[0].type: unknown stage type "nope" (known: headers, split, record, fault, access, cors, rate_limit, static, replay))"});
+        Problems{R"(routes[0].stages[0].type: unknown stage type "nope" (known: headers, split, record, fault, access, cors, rate_limit, static, cache, compress, replay))"});
 }
 
 TEST_CASE("scenario: stage names default to the type and stay unique per pipeline") {
@@ -1054,7 +1054,8 @@ TEST_CASE("scenario: scenario_to_json fills every key") {
   CHECK(out["limits"]["idle_timeout"] == "75s");
   const json& route = out["routes"][0];
   std::set<std::string> route_keys = parser_keys("route");
-  route_keys.erase("rewrite");  // absent optional
+  route_keys.erase("rewrite");  // absent optionals
+  route_keys.erase("health_check");
   CHECK(key_set(route) == route_keys);
   CHECK(route["match"] == json::object());
   CHECK(route["upstreams"] == json{{{"url", "http://127.0.0.1:3000"}, {"weight", 1}}});
@@ -1138,6 +1139,9 @@ TEST_CASE("schema: is valid JSON and lists the keys the parser accepts") {
   CHECK(key_set(defs["stage"]["properties"]) == parser_keys("stage"));
   CHECK(key_set(schema["properties"]["tls"]["properties"]) == parser_keys("tls"));
   CHECK(key_set(defs["route"]["properties"]["upstream_tls"]["properties"]) == parser_keys("upstream_tls"));
+  CHECK(key_set(defs["route"]["properties"]["health_check"]["properties"]) == parser_keys("health_check"));
+  CHECK(key_set(defs["route"]["properties"]["passive_health"]["properties"]) == parser_keys("passive_health"));
+  CHECK(key_set(defs["route"]["properties"]["retries"]["properties"]) == parser_keys("retries"));
   CHECK_THROWS_AS(rproxy::scenario_json_keys("nope"), std::out_of_range);
 }
 
