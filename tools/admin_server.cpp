@@ -55,6 +55,7 @@ struct Reply {
   int status = 200;
   Json body;
   std::string allow;  // the Allow header of a 405
+  std::string text{};   // a plain-text body instead of JSON (metrics)
 };
 
 Reply error_reply(int status, const std::string& message) {
@@ -121,6 +122,10 @@ class AdminHttpServer final : public httplib::Server {
     res.status = reply.status;
     if (!reply.allow.empty()) res.set_header("Allow", reply.allow);
     if (reply.status == 204 || reply.status == 304) return;  // these must not carry a body
+    if (!reply.text.empty()) {
+      res.set_content(reply.text, "text/plain; version=0.0.4; charset=utf-8");
+      return;
+    }
     res.set_content(dump(reply.body), kJsonType);
   }
 
@@ -145,11 +150,19 @@ class AdminHttpServer final : public httplib::Server {
   }
 
   Reply route(const std::string& method, const std::string& path, const std::string& body) {
-    const bool fixed = path == "/" || path == "/health" || path == "/report" || path == "/stages";
+    const bool fixed = path == "/" || path == "/health" || path == "/report" || path == "/stages" ||
+                       path == "/metrics" || path == "/upstreams" || path == "/summary";
     if (fixed && method != "GET") return method_not_allowed(method, path, "GET, HEAD");
     if (path == "/") return index();
     if (path == "/health") return Reply{200, Json{{"ok", true}}, ""};
     if (path == "/report") return Reply{200, target_.report ? target_.report() : Json(nullptr), ""};
+    if (path == "/metrics") {
+      Reply r;
+      r.text = target_.metrics ? target_.metrics() : std::string("# no metrics\n");
+      return r;
+    }
+    if (path == "/upstreams") return Reply{200, target_.upstreams ? target_.upstreams() : Json::object(), ""};
+    if (path == "/summary") return Reply{200, target_.summary ? target_.summary() : Json::array(), ""};
     if (path == "/stages") return stage_list();
     if (path.compare(0, kStagesPrefix.size(), kStagesPrefix) == 0)
       return call_stage(method, path, path.substr(kStagesPrefix.size()), body);
@@ -157,7 +170,8 @@ class AdminHttpServer final : public httplib::Server {
   }
 
   static Reply index() {
-    Json endpoints = Json::array({"GET /", "GET /health", "GET /report", "GET /stages",
+    Json endpoints = Json::array({"GET /", "GET /health", "GET /report", "GET /metrics", "GET /upstreams",
+                                  "GET /summary", "GET /stages",
                                   "GET|PUT|POST|DELETE /stages/<name>[/<path>]"});
     return Reply{200, Json{{"endpoints", std::move(endpoints)}}, ""};
   }

@@ -30,12 +30,19 @@ struct AdminTarget {
   std::function<std::vector<std::pair<std::string, std::string>>()> stages;
   // call forwards /stages/<stage>[<path>]; the reply's status and body are passed through.
   std::function<AdminReply(const std::string& stage, const AdminRequest&)> call;
+  // metrics backs GET /metrics (Prometheus text), upstreams GET /upstreams, summary GET /summary.
+  std::function<std::string()> metrics;
+  std::function<nlohmann::json()> upstreams;
+  std::function<nlohmann::json()> summary;
 };
 
 // AdminServer serves, with every body JSON (application/json, 2-space indent, trailing newline):
 //   GET /                 {"endpoints": [...]}
 //   GET /health           {"ok": true}
 //   GET /report           target.report()
+//   GET /metrics          target.metrics(), Prometheus text format 0.0.4 (text/plain; version=0.0.4)
+//   GET /upstreams        target.upstreams(): every route's upstreams and whether each is up
+//   GET /summary          target.summary(): requests, status classes, p50/p99 per route and variant
 //   GET /stages           [{"name", "type"}, ...]
 //   GET|PUT|POST|DELETE /stages/<name>[/<rest>]  target.call(name, {method, "/<rest>" or "", body})
 // Stage names may contain '/' ("default/fault"), so <name> is the longest listed stage name that the path

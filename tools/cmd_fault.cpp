@@ -310,7 +310,7 @@ void setup_fault(CLI::App& app, CliState& state) {
       "so the same seed and requests give the same faults. The seed is printed at start and journaled.\n");
   sub->callback([common, flags, &state] {
     state.exit_code = print_or_run([&] { return build_fault_scenario(*common, *flags); },
-                                   common->print_scenario, common->quiet);
+                                   common->print_scenario, common->run_options());
   });
 }
 

@@ -100,7 +100,7 @@ int finish(Scenario s, const CommonFlags& common) {
     print_scenario(s);
     return kExitOk;
   }
-  return run_scenario(s, RunOptions{common.quiet});
+  return run_scenario(s, common.run_options());
 }
 
 }  // namespace

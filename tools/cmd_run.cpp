@@ -12,6 +12,7 @@ void setup_run(CLI::App& app, CliState& state) {
     bool print_scenario = false;
     bool quiet = false;
     std::optional<std::string> report;
+    std::string summary_json;
   };
   auto flags = std::make_shared<RunFlags>();
   auto* sub = app.add_subcommand("run", "Run a scenario file");
@@ -20,13 +21,17 @@ void setup_run(CLI::App& app, CliState& state) {
   sub->add_option("--report", flags->report, "Write a JSON report of what every stage saw on exit [report]")
       ->type_name("FILE");
   sub->add_flag("--quiet", flags->quiet, "No live view on a terminal and no exit summary");
+  sub->add_option("--summary-json", flags->summary_json,
+                  "On exit, write the summary (per route and variant: requests, status classes, p50/p99, bytes) "
+                  "as JSON")
+      ->type_name("FILE");
   sub->callback([flags, &state] {
     auto build = [&] {
       auto scenario = load_scenario(flags->file);
       if (flags->report) scenario.report = *flags->report;
       return scenario;
     };
-    state.exit_code = print_or_run(build, flags->print_scenario, flags->quiet);
+    state.exit_code = print_or_run(build, flags->print_scenario, RunOptions{flags->quiet, flags->summary_json});
   });
 }
 

@@ -19,7 +19,7 @@ void setup_serve(CLI::App& app, CliState& state) {
       "      then: curl --cacert \"$(rproxy ca path)\" https://localhost:8443/\n"
       "  rproxy serve --to https://127.0.0.1:3443 --upstream-ca ca.pem\n");
   sub->callback([flags, &state] {
-    state.exit_code = print_or_run([&] { return flags->build(); }, flags->print_scenario, flags->quiet);
+    state.exit_code = print_or_run([&] { return flags->build(); }, flags->print_scenario, flags->run_options());
   });
 }
 

@@ -181,7 +181,7 @@ void setup_split(CLI::App& app, CliState& state) {
         state.exit_code = kExitOk;
         return;
       }
-      state.exit_code = run_scenario(scenario, RunOptions{common->quiet});
+      state.exit_code = run_scenario(scenario, common->run_options());
     } catch (const ConfigError& e) {
       report_config_error(e);
       state.exit_code = kExitUsage;

@@ -134,6 +134,10 @@ void CommonFlags::add_to(CLI::App& sub) {
       ->type_name("[PREFIX=]DIR")->allow_extra_args(false);
   sub.add_flag("--spa", spa, "With --static: paths that name no file get index.html (client-side routing)");
   sub.add_flag("--quiet", quiet, "No live view on a terminal and no exit summary");
+  sub.add_option("--summary-json", summary_json,
+                 "On exit, write the summary (per route and variant: requests, status classes, p50/p99, bytes) as "
+                 "JSON")
+      ->type_name("FILE");
 }
 
 void split_named_url(const std::string& text, std::string& name, std::string& url) {

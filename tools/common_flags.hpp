@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include "rproxy/scenario.hpp"
+#include "run_scenario.hpp"
 
 namespace rproxy::cli {
 
@@ -66,11 +67,13 @@ struct CommonFlags {
   std::vector<std::string> static_dirs;  // [PREFIX=]DIR
   bool spa = false;
   bool quiet = false;
+  std::optional<std::string> summary_json;
 
   // allow_no_upstream: build() accepts a scenario without routes (replay adds its own).
   bool allow_no_upstream = false;
 
   void add_to(CLI::App& sub);
+  RunOptions run_options() const { return RunOptions{quiet, summary_json.value_or("")}; }
   // build loads --scenario (if any) and applies the flags; throws ConfigError naming flags or JSON paths.
   Scenario build() const;
 

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iostream>
 #include <system_error>
+#include <chrono>
 #include <thread>
 
 #include "rproxy/proxy_server.hpp"
@@ -103,8 +104,12 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
   std::unique_ptr<AdminServer> admin;
   if (scenario.admin) {
     ProxyServer* srv = server.get();
-    AdminTarget target{[srv] { return srv->report(); }, [srv] { return srv->stage_names(); },
-                       [srv](const std::string& stage, const AdminRequest& req) { return srv->admin(stage, req); }};
+    AdminTarget target{[srv] { return srv->report(); },
+                       [srv] { return srv->stage_names(); },
+                       [srv](const std::string& stage, const AdminRequest& req) { return srv->admin(stage, req); },
+                       [srv] { return srv->metrics(); },
+                       [srv] { return srv->upstreams(); },
+                       [srv] { return srv->summary_json(); }};
     try {
       admin = std::make_unique<AdminServer>(*scenario.admin, std::move(target));
       admin->start();
@@ -146,6 +151,8 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
   // An access log on stderr would scroll the live view away, so one of them has to give.
   const bool live = !options.quiet && isatty(STDERR_FILENO) && scenario.access_log.path != "-";
   LiveView view;
+  auto last_draw = std::chrono::steady_clock::now();
+  std::uint64_t last_requests = 0;
   while (true) {
     if (!live) {
       sigwait(&set, &sig);
@@ -154,8 +161,18 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
     timespec one_second{1, 0};
     sig = sigtimedwait(&set, nullptr, &one_second);
     if (sig > 0) break;
-    auto text = server->summary();
-    if (!text.empty()) view.draw(text);
+    // One line of rates and connections over the table of routes and variants and the stages' lines.
+    auto st = server->stats();
+    auto now = std::chrono::steady_clock::now();
+    double secs = std::chrono::duration<double>(now - last_draw).count();
+    char rate[160];
+    std::snprintf(rate, sizeof rate, "rproxy: %.0f req/s, %llu requests, %llu connections open, %llu upstream errors\n",
+                  secs > 0 ? static_cast<double>(st.requests - last_requests) / secs : 0.0,
+                  static_cast<unsigned long long>(st.requests), static_cast<unsigned long long>(st.connections_active),
+                  static_cast<unsigned long long>(st.upstream_errors));
+    last_draw = now;
+    last_requests = st.requests;
+    view.draw(rate + server->summary());
   }
   view.clear();
   std::cerr << "rproxy: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", draining (up to "
@@ -174,6 +191,18 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
   std::cerr << "rproxy: stopped after " << st.requests << " requests on " << st.connections_accepted
             << " connections\n";
   if (!options.quiet) std::cerr << server->summary() << std::flush;
+  if (!options.summary_json.empty()) {
+    nlohmann::json doc = {{"requests", st.requests},
+                          {"connections", st.connections_accepted},
+                          {"upstream_errors", st.upstream_errors},
+                          {"routes", server->summary_json()},
+                          {"upstreams", server->upstreams()}};
+    std::string error;
+    if (!write_file_atomically(options.summary_json, doc.dump(2) + "\n", error)) {
+      std::cerr << "rproxy: error: --summary-json: " << error << "\n";
+      return 1;
+    }
+  }
   if (!scenario.report.empty()) {
     std::string error;
     if (!write_file_atomically(scenario.report, server->report().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n", error)) {
@@ -185,14 +214,14 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
   return server->exit_code();
 }
 
-int print_or_run(const std::function<Scenario()>& build, bool print, bool quiet) {
+int print_or_run(const std::function<Scenario()>& build, bool print, const RunOptions& options) {
   try {
     auto scenario = build();
     if (print) {
       print_scenario(scenario);
       return 0;
     }
-    return run_scenario(scenario, RunOptions{quiet});
+    return run_scenario(scenario, options);
   } catch (const ConfigError& e) {
     report_config_error(e);
     return 2;

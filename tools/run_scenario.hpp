@@ -10,6 +10,7 @@ namespace rproxy::cli {
 
 struct RunOptions {
   bool quiet = false;  // no live view and no exit summary (start-up lines and errors still print)
+  std::string summary_json;  // write the exit summary as JSON here ("" = don't)
 };
 
 // Returns the process exit code (0 after a clean stop; 2 for configuration errors; 1 if it cannot listen
@@ -19,7 +20,7 @@ int run_scenario(const Scenario& scenario, const RunOptions& options = {});
 
 // print_or_run is every proxying subcommand's callback: build the scenario, then print it (--print-scenario)
 // or run it. A ConfigError from either step is printed as problem lines and gives exit code 2.
-int print_or_run(const std::function<Scenario()>& build, bool print, bool quiet);
+int print_or_run(const std::function<Scenario()>& build, bool print, const RunOptions& options);
 
 // write_file_atomically writes to PATH.tmp and renames it over PATH, so readers never see half a file.
 bool write_file_atomically(const std::string& path, const std::string& content, std::string& error);

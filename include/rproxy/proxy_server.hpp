@@ -57,6 +57,13 @@ class ProxyServer {
   // order; admin forwards a live-control call to the named stage (404 reply when there is none, 405 when it
   // has no admin API). Both are safe while the server runs.
   std::vector<std::pair<std::string, std::string>> stage_names() const;
+  // metrics renders every counter in the Prometheus text format (per route, upstream, variant and status
+  // class; the same exchanges the access log lists). summary_json is the exit summary's table as JSON (one
+  // object per route and variant). upstreams describes every route's upstreams and their health. All are
+  // safe while the server runs.
+  std::string metrics() const;
+  nlohmann::json summary_json() const;
+  nlohmann::json upstreams() const;
   AdminReply admin(const std::string& stage, const AdminRequest& request);
   // exit_code is the first non-zero Stage::exit_code (a strict replay with misses), else 0.
   int exit_code() const;

@@ -58,6 +58,9 @@ std::string AccessLogWriter::format_line(const AccessRecord& r, bool json) {
                              {"upstream", r.upstream}};
     if (!r.variant.empty()) j["variant"] = r.variant;
     if (!r.fault.empty()) j["fault"] = r.fault;
+    if (!r.replay.empty()) j["replay"] = r.replay;
+    if (!r.cache.empty()) j["cache"] = r.cache;
+    if (!r.retries.empty()) j["retries"] = std::stoi(r.retries);
     if (!r.error.empty()) j["error"] = r.error;
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   }
@@ -66,6 +69,9 @@ std::string AccessLogWriter::format_line(const AccessRecord& r, bool json) {
                      (r.route.empty() ? "-" : r.route) + " upstream=" + (r.upstream.empty() ? "-" : r.upstream);
   if (!r.variant.empty()) line += " variant=" + r.variant;
   if (!r.fault.empty()) line += " fault=" + r.fault;
+  if (!r.replay.empty()) line += " replay=" + r.replay;
+  if (!r.cache.empty()) line += " cache=" + r.cache;
+  if (!r.retries.empty()) line += " retries=" + r.retries;
   if (!r.error.empty()) line += " error=" + r.error;
   // Targets are forwarded byte for byte, but a log line must stay one line.
   for (auto& c : line)

@@ -23,6 +23,9 @@ struct AccessRecord {
   std::string error;  // X-Rproxy-Error value when rproxy produced the response
   std::string variant;  // split variant that served the exchange, "" when no split stage ran
   std::string fault;    // fault rules that fired for the exchange (comma-separated), "" when none
+  std::string replay;   // "hit" or "miss" when a replay stage looked the request up
+  std::string cache;    // "hit", "miss", "revalidated" or "bypass" when a cache stage ran
+  std::string retries;  // how many times the request was retried, "" when never
 };
 
 class AccessLogWriter {

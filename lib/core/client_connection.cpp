@@ -343,10 +343,13 @@ struct ClientConnection::Impl {
   std::unique_ptr<BodyEncoder> encoder;
   std::string encoded;
 
-  // start_encoder makes the encoder a response stage asked for; false (logged) when it cannot start.
-  bool start_encoder(const std::string& content_coding, int level) {
+  // start_encoder makes the encoder a response stage asked for, when the final head still says that coding
+  // (a later stage may have answered instead, or removed the header); false (logged) when it cannot start.
+  bool start_encoder(const std::string& content_coding, int level, const Headers& final_headers) {
     encoder.reset();
     if (content_coding.empty()) return true;
+    auto said = final_headers.get("Content-Encoding");
+    if (!said || !iequals(*said, content_coding)) return true;
     try {
       auto coding = content_coding == "br" ? ContentCoding::Brotli : ContentCoding::Gzip;
       encoder = BodyEncoder::make(coding, level);
@@ -407,11 +410,17 @@ struct ClientConnection::Impl {
     const bool from_file = !r.body_file.empty();
     // A HEAD of a compressed response: the compressed length is unknown, so no Content-Length at all.
     const bool coded_head = encoder && bodyless;
-    if (encoder && (bodyless || (!from_file && !r.chunked))) {
+    // bytes_out counts body bytes before compression, like the streamed paths (the cache relies on it).
+    const std::uint64_t raw_size = from_file ? r.body_file_size : r.body.size();
+    if (encoder && (bodyless || !from_file)) {
       // A body in memory is compressed whole and keeps a Content-Length.
       if (!bodyless) {
         if (!encode_piece(r.body, true)) co_return false;
         r.body.swap(encoded);
+        r.chunked = false;
+        r.chunk_sizes.clear();
+        r.chunk_at_ms.clear();
+        std::string().swap(encoded);
       }
       encoder.reset();
     }
@@ -436,7 +445,7 @@ struct ClientConnection::Impl {
       } else {
         ok = co_await write_client(asio::buffer(wire), asio::buffer(r.body));
       }
-      if (ok && !bodyless) bytes_out = size;
+      if (ok && !bodyless) bytes_out = raw_size;
       co_return ok;
     }
     if (!co_await write_client(asio::buffer(wire))) co_return false;
@@ -511,6 +520,7 @@ struct ClientConnection::Impl {
   awaitable<void> reject_with(LocalResponse& r, const char* code, std::string_view message, std::string_view method,
                               std::string_view target, bool log_it) {
     const int status = r.status;
+    encoder.reset();
     Exchange ex;
     ex.request.method = std::string(method);
     std::size_t out = 0;
@@ -544,6 +554,23 @@ struct ClientConnection::Impl {
 
   void log_exchange(std::chrono::system_clock::time_point start, const std::string& target, const Exchange& ex,
                     const std::string& upstream_url) {
+    auto tag = [&](const char* name) -> std::string_view {
+      auto it = ex.tags.find(name);
+      return it == ex.tags.end() ? std::string_view() : std::string_view(it->second);
+    };
+    ExchangeSample sample;
+    sample.route = ex.route;
+    sample.upstream = upstream_url;
+    sample.variant = ex.variant;
+    sample.status = ex.outcome.status;
+    sample.bytes_in = ex.outcome.bytes_in;
+    sample.bytes_out = ex.outcome.bytes_out;
+    sample.duration_ms = ex.outcome.duration_ms;
+    sample.error = ex.outcome.error;
+    sample.fault = tag("fault");
+    sample.replay = tag("replay");
+    sample.cache = tag("cache");
+    worker.metrics.record(sample);
     if (!shared.access_log || !shared.access_log->enabled()) return;
     AccessRecord rec;
     rec.start = start;
@@ -558,7 +585,10 @@ struct ClientConnection::Impl {
     rec.upstream = upstream_url;
     rec.error = ex.outcome.error;
     rec.variant = ex.variant;
-    if (auto f = ex.tags.find("fault"); f != ex.tags.end()) rec.fault = f->second;
+    rec.fault = std::string(sample.fault);
+    rec.replay = std::string(sample.replay);
+    rec.cache = std::string(sample.cache);
+    rec.retries = std::string(tag("retries"));
     shared.access_log->write(rec);
   }
 
@@ -645,6 +675,15 @@ struct ClientConnection::Impl {
     co_return ConnectResult::Ok;
   }
 
+  // client_gone: the client closed its side (EOF) or reset; peeked without reading, for waits that read
+  // nothing from the client (hold).
+  bool client_gone() {
+    if (closed) return true;
+    char b;
+    auto n = ::recv(client.socket().native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+  }
+
   void drop_upstream() {
     if (!upstream) return;
     std::error_code ec;
@@ -722,6 +761,8 @@ struct ClientConnection::Impl {
     for (std::size_t i = ran; i-- > 0;) {
       auto d = call_stage([&] { return stages[i]->on_response(ex); });
       if (d.delay.count() > 0) co_await sleep(d.delay);
+      // An answer replaces the response a coding was decided for.
+      if (d.kind == Decision::Kind::Respond && d.response) body.content_coding.clear();
       body.absorb(d);
       if (d.kind == Decision::Kind::Reset) co_return false;
       if (d.kind == Decision::Kind::Respond && d.response) {
@@ -776,6 +817,8 @@ struct ClientConnection::Impl {
     std::optional<ShadowRequest> shadow;
     bool shadow_done = false;
     auto finish = [&](bool keep) {
+      encoder.reset();  // a compressor holds up to megabytes: never keep one on an idle connection
+      std::string().swap(encoded);
       if (shadow && !shadow_done)
         skip_shadow(*shadow, ex, "the primary exchange failed" + (error_code.empty() ? "" : " (" + error_code + ")"));
       ex.outcome.status = status;
@@ -981,7 +1024,9 @@ struct ClientConnection::Impl {
         cr = co_await connect_upstream(route.upstreams[ui].url, route_rt, detail);
         if (cr == ConnectResult::Ok) break;
         tried[ui] = true;  // refused or timed out: the next candidate gets the request
-        if (auto line = health.record_failure(ui, SteadyClock::now()); !line.empty()) log_line(line);
+        // While holding, the same refusals repeat every 200ms: they were counted once already.
+        if (!hold_until)
+          if (auto line = health.record_failure(ui, SteadyClock::now()); !line.empty()) log_line(line);
       }
       const Url& url = route.upstreams[ui].url;
       upstream_text = url.text;
@@ -996,7 +1041,13 @@ struct ClientConnection::Impl {
             log_line("rproxy: every upstream of route " + route.name + " is down; holding " + method + " " +
                      log_target + " up to " + format_duration(route.hold) + " (" + detail + ")");
           }
-          if (now < *hold_until && !closed && !shared.draining.load(std::memory_order_relaxed)) {
+          if (client_gone()) {
+            status = 0;
+            error_code = "client_gone";
+            close_client();
+            co_return finish(false);
+          }
+          if (now < *hold_until && !shared.draining.load(std::memory_order_relaxed)) {
             co_await sleep(std::min<Millis>(Millis(200), std::chrono::ceil<Millis>(*hold_until - now)));
             continue;
           }
@@ -1149,6 +1200,7 @@ struct ClientConnection::Impl {
         }
         drop_upstream();
         active.end();
+        if (closed) co_return finish(false);  // the client is gone (or a forced drain): not the upstream's fault
         if (fail_code != cause::kBadResponse)
           if (auto line = health.record_failure(ui, SteadyClock::now()); !line.empty()) log_line(line);
         std::string condition = fail_code == cause::kResponseTimeout ? "timeout"
@@ -1166,7 +1218,7 @@ struct ClientConnection::Impl {
         shared.upstream_errors.fetch_add(1, std::memory_order_relaxed);
         error_code = fail_code;
         log_line("rproxy: " + std::to_string(fail_status) + " " + method + " " + log_target + ": " + fail_detail);
-        if (body_started && has_body) keep_alive = false;
+        if (has_body && !body_buffered) keep_alive = false;  // its unread rest would be taken for a request
         auto err = error_response(fail_status, fail_code, fail_detail);
         bool keep = co_await respond_locally(ex, stages, ran, err, body, keep_alive, status, bytes_out, error_code);
         co_return finish(keep);
@@ -1256,6 +1308,8 @@ struct ClientConnection::Impl {
     }
     if (replace) {
       drop_upstream();
+      if (!start_encoder(body.content_coding, body.coding_level, replace->headers))
+        replace->headers.remove("Content-Encoding");
       bool keep = co_await write_local_after_stages(ex, *replace, keep_alive, status, bytes_out);
       co_return finish(keep);
     }
@@ -1275,7 +1329,9 @@ struct ClientConnection::Impl {
     }
     resp = *ex.response;
     status = resp.status;
-    if (resp_framing.kind != BodyFraming::Kind::None && !start_encoder(body.content_coding, body.coding_level)) resp.headers.remove("Content-Encoding");
+    if (resp_framing.kind != BodyFraming::Kind::None &&
+        !start_encoder(body.content_coding, body.coding_level, resp.headers))
+      resp.headers.remove("Content-Encoding");
 
     // Framing towards the client.
     OutFraming out = OutFraming::None;
@@ -1445,6 +1501,9 @@ struct ClientConnection::Impl {
                                   BodyControl& body, bool keep_alive, int& status, std::size_t& bytes_out,
                                   std::string& error_code) {
     ex.response = ResponseHead{1, r.status, std::string(reason_phrase(r.status)), r.headers};
+    // Response stages see the body's length, as for upstream responses (send_local sets the real one).
+    ex.response->headers.set("Content-Length",
+                             std::to_string(r.body_file.empty() ? r.body.size() : r.body_file_size));
     std::optional<LocalResponse> replace;
     if (!co_await run_response_stages(stages, ran, ex, body, replace)) {
       reset_client();
@@ -1456,7 +1515,7 @@ struct ClientConnection::Impl {
       r.status = ex.response->status;
       r.headers = ex.response->headers;
     }
-    if (!start_encoder(body.content_coding, body.coding_level)) r.headers.remove("Content-Encoding");
+    if (!start_encoder(body.content_coding, body.coding_level, r.headers)) r.headers.remove("Content-Encoding");
     if (auto e = r.headers.get("X-Rproxy-Error")) error_code = std::string(*e);
     bool keep = co_await write_local_after_stages(ex, r, keep_alive, status, bytes_out);
     co_return keep;

@@ -293,8 +293,41 @@ AdminReply ProxyServer::admin(const std::string& stage_name, const AdminRequest&
   return *reply;
 }
 
+namespace {
+std::vector<MetricsShard*> shards_of(const std::vector<std::unique_ptr<Worker>>& workers) {
+  std::vector<MetricsShard*> out;
+  for (const auto& w : workers) out.push_back(&w->metrics);
+  return out;
+}
+}  // namespace
+
+std::string ProxyServer::metrics() const {
+  auto st = stats();
+  ServerGauges g;
+  g.connections_active = st.connections_active;
+  g.connections_accepted = st.connections_accepted;
+  g.connections_refused = st.connections_refused;
+  g.upstream_errors = st.upstream_errors;
+  const auto now = SteadyClock::now();
+  for (const auto& r : impl_->shared.runtime->routes)
+    for (std::size_t i = 0; i < r.spec->upstreams.size(); ++i)
+      g.upstreams.push_back({r.spec->name, r.spec->upstreams[i].url.text, r.spec->upstreams[i].backup, r.health->up(i, now)});
+  return MetricsView(shards_of(impl_->workers)).prometheus(g);
+}
+
+nlohmann::json ProxyServer::summary_json() const {
+  return rproxy::summary_json(MetricsView(shards_of(impl_->workers)).summary_rows());
+}
+
+nlohmann::json ProxyServer::upstreams() const {
+  auto out = nlohmann::json::object();
+  const auto now = SteadyClock::now();
+  for (const auto& r : impl_->shared.runtime->routes) out[r.spec->name] = r.health->snapshot(now);
+  return out;
+}
+
 std::string ProxyServer::summary() const {
-  std::string out;
+  std::string out = summary_table(MetricsView(shards_of(impl_->workers)).summary_rows());
   each_stage(*impl_->shared.runtime, [&](const std::string&, const Stage& stage) { out += stage.summary(); });
   return out;
 }

@@ -27,23 +27,24 @@ std::vector<bool> UpstreamHealth::avoid_mask(const std::vector<bool>& tried, con
                                              SteadyClock::time_point now) const {
   const std::size_t n = specs_.size();
   auto is_outside = [&](std::size_t k) { return !outside.empty() && outside[k]; };
-  // Tiers from most to least preferred; inside a stage's pick first, then the rest of the route.
-  for (int scope = outside.empty() ? 1 : 0; scope < 2; ++scope) {
-    for (int tier = 0; tier < 3; ++tier) {
-      std::vector<bool> avoid(n, true);
-      bool any = false;
-      for (std::size_t k = 0; k < n; ++k) {
-        if (tried[k] || (scope == 0 && is_outside(k))) continue;
-        bool ok = tier == 0   ? !specs_[k].backup && up(k, now)
-                  : tier == 1 ? specs_[k].backup && up(k, now)
-                              : true;
-        if (ok) {
-          avoid[k] = false;
-          any = true;
-        }
+  // From most to least preferred: up upstreams (primaries, then backups) inside a stage's pick, then up ones
+  // in the rest of the route; only when none is up anywhere, any untried upstream (the pick's first).
+  static constexpr std::pair<int, int> kOrder[] = {{0, 0}, {0, 1}, {1, 0}, {1, 1}, {0, 2}, {1, 2}};
+  for (auto [scope, tier] : kOrder) {
+    if (scope == 0 && outside.empty()) continue;
+    std::vector<bool> avoid(n, true);
+    bool any = false;
+    for (std::size_t k = 0; k < n; ++k) {
+      if (tried[k] || (scope == 0 && is_outside(k))) continue;
+      bool ok = tier == 0   ? !specs_[k].backup && up(k, now)
+                : tier == 1 ? specs_[k].backup && up(k, now)
+                            : true;
+      if (ok) {
+        avoid[k] = false;
+        any = true;
       }
-      if (any) return avoid;
     }
+    if (any) return avoid;
   }
   return {};
 }
@@ -62,10 +63,10 @@ std::string UpstreamHealth::record_failure(std::size_t i, SteadyClock::time_poin
 }
 
 void UpstreamHealth::record_success(std::size_t i) {
+  // An ejection runs its course: this success may come from an exchange that began before it (a long
+  // response, a pooled connection) and says little about new connections.
   auto& s = state_[i];
   if (s.failures.load(std::memory_order_relaxed) != 0) s.failures.store(0, std::memory_order_relaxed);
-  if (s.ejected_until.load(std::memory_order_relaxed) != 0)
-    s.ejected_until.store(0, std::memory_order_relaxed);
 }
 
 std::string UpstreamHealth::record_probe(std::size_t i, bool passed, const std::string& detail) {

@@ -12,6 +12,7 @@
 
 #include "core/access_log.hpp"
 #include "core/deadline.hpp"
+#include "core/metrics.hpp"
 #include "core/runtime.hpp"
 #include "core/upstream_pool.hpp"
 
@@ -47,6 +48,7 @@ struct Worker {
   ServerShared& shared;
   DeadlineWheel wheel;
   UpstreamPool pool;
+  MetricsShard metrics;  // this worker's exchanges (readers lock it briefly)
   // Scratch read space shared by the worker's connections (one thread, so one read at a time).
   static constexpr std::size_t kScratchSize = 64 * 1024;
   std::unique_ptr<char[]> scratch{new char[kScratchSize]};

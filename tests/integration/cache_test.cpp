@@ -154,4 +154,23 @@ TEST_SUITE("cache") {
     CHECK(hit.out.find("X-Rproxy-Cache: HIT") != std::string::npos);
     CHECK(std::chrono::steady_clock::now() - t1 < 300ms);
   }
+  TEST_CASE("cache: a revalidated answer is compressed like any other, its header and body agree") {
+    const auto body = page(300);
+    UpstreamScript first{
+        true, 0ms,
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nCache-Control: no-cache\r\nETag: \"v1\"\r\n"
+        "Content-Length: " +
+            std::to_string(body.size()) + "\r\n\r\n" + body};
+    UpstreamScript not_modified{true, 0ms, "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n"};
+    ScriptedUpstream up({first, not_modified});
+    ProxyFixture proxy(caching(up.url(), {StageSpec{"compress", "", nlohmann::json::object()}}));
+    auto url = "http://127.0.0.1:" + std::to_string(proxy.port()) + "/r";
+    auto miss = run_curl({"--compressed", "-H", "Accept-Encoding: gzip", "-D", "-", url});
+    CHECK(miss.out.find("X-Rproxy-Cache: MISS") != std::string::npos);
+    auto again = run_curl({"--compressed", "-H", "Accept-Encoding: gzip", "-D", "-", url});
+    REQUIRE(again.exit_code == 0);  // curl fails (61) when the body does not match Content-Encoding
+    CHECK(again.out.find("X-Rproxy-Cache: REVALIDATED") != std::string::npos);
+    CHECK(again.out.find("Content-Encoding: gzip") != std::string::npos);
+    CHECK(again.out.substr(again.out.find("\r\n\r\n") + 4) == body);
+  }
 }

@@ -251,4 +251,39 @@ TEST_SUITE("failover") {
             "routes[0].retries.on[0]: must be \"connect\", \"reset\", \"timeout\", \"5xx\" or a status from "
             "500 to 599, got \"sometimes\"") != std::string::npos);
   }
+  TEST_CASE("failover: a held request counts once against the upstream, and a client that leaves is let go") {
+    ClosedPort down;
+    auto route = make_route({down.url()});
+    route.hold = 800ms;
+    ProxyFixture proxy(make_scenario({route}));
+    CHECK(who(proxy.port()) == "status 502");
+    auto upstreams = proxy.server().upstreams();
+    // Polled every 200 ms for 800 ms, but one failed exchange: not ejected.
+    CHECK(upstreams["default"][0]["consecutive_failures"] == 1);
+    CHECK(upstreams["default"][0]["up"] == true);
+  }
+
+  TEST_CASE("failover: a client that gives up while its request is held is let go at once") {
+    ClosedPort down;
+    auto route = make_route({down.url()});
+    route.hold = 10s;
+    ProxyFixture proxy(make_scenario({route}));
+    {
+      RawClient c(proxy.port());
+      c.send(get_request("/gone"));
+      std::this_thread::sleep_for(100ms);
+    }
+    // Finished (and counted) within a poll or two of the client leaving, not after the 10 s hold.
+    std::string metrics;
+    auto until = steady_clock::now() + 3s;
+    while (steady_clock::now() < until) {
+      metrics = proxy.server().metrics();
+      if (metrics.find("cause=\"client_gone\"} 1") != std::string::npos) break;
+      std::this_thread::sleep_for(50ms);
+    }
+    CHECK(metrics.find("rproxy_errors_total{route=\"default\",cause=\"client_gone\"} 1") !=
+          std::string::npos);
+    CHECK(metrics.find("rproxy_requests_total{route=\"default\",upstream=\"" + down.url() +
+                       "\",variant=\"\",code=\"none\"} 1") != std::string::npos);
+  }
 }
