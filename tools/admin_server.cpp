@@ -58,6 +58,13 @@ struct Reply {
   std::string text{};   // a plain-text body instead of JSON (metrics)
 };
 
+// The token comparison takes the same time wherever the first difference is.
+bool constant_time_equal(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
 Reply error_reply(int status, const std::string& message) {
   return Reply{status, Json{{"error", message}}, ""};
 }
@@ -146,6 +153,24 @@ class AdminHttpServer final : public httplib::Server {
       }
     }
     const std::string method = req.method == "HEAD" ? "GET" : req.method;
+    if (!target_.token.empty() && req.path != "/health") {
+      auto auth = req.get_header_value("Authorization");
+      if (!constant_time_equal(auth, "Bearer " + target_.token)) {
+        res.set_header("WWW-Authenticate", "Bearer realm=\"rproxy admin\"");
+        return error_reply(401, "this admin endpoint needs Authorization: Bearer <token> (--admin-token-file)");
+      }
+    }
+    if (req.path == "/exchanges" && method == "GET") {
+      std::size_t limit = 50;
+      if (req.has_param("limit")) {
+        auto text = req.get_param_value("limit");
+        char* end = nullptr;
+        auto n = std::strtoul(text.c_str(), &end, 10);
+        if (text.empty() || *end != '\0' || n < 1 || n > 1000) return error_reply(400, "limit must be 1 to 1000");
+        limit = n;
+      }
+      return Reply{200, target_.exchanges ? target_.exchanges(limit) : Json::array(), ""};
+    }
     return route(method, req.path, body);
   }
 
@@ -162,6 +187,7 @@ class AdminHttpServer final : public httplib::Server {
       return r;
     }
     if (path == "/upstreams") return Reply{200, target_.upstreams ? target_.upstreams() : Json::object(), ""};
+    if (path == "/scenario") return scenario(method, body);
     if (path == "/summary") return Reply{200, target_.summary ? target_.summary() : Json::array(), ""};
     if (path == "/stages") return stage_list();
     if (path.compare(0, kStagesPrefix.size(), kStagesPrefix) == 0)
@@ -169,9 +195,32 @@ class AdminHttpServer final : public httplib::Server {
     return error_reply(404, "no endpoint " + path + " (GET / lists them)");
   }
 
+  Reply scenario(const std::string& method, const std::string& body) {
+    if (method != "GET" && method != "PUT" && method != "PATCH")
+      return method_not_allowed(method, "/scenario", "GET, HEAD, PUT, PATCH");
+    if (!target_.scenario) return error_reply(404, "no scenario here");
+    if (method == "GET") return Reply{200, target_.scenario(), ""};
+    auto doc = Json::parse(body, nullptr, false);
+    if (doc.is_discarded()) return error_reply(400, "the body is not JSON");
+    if (method == "PATCH") {
+      if (!doc.is_object()) return error_reply(400, "a merge patch is a JSON object");
+      auto merged = target_.scenario();
+      merged.merge_patch(doc);
+      doc = std::move(merged);
+    }
+    if (!target_.replace_scenario) return error_reply(405, "this scenario cannot be changed");
+    auto problems = target_.replace_scenario(doc);
+    if (!problems.empty()) {
+      auto reply = error_reply(400, "invalid scenario: nothing was changed");
+      reply.body["problems"] = problems;
+      return reply;
+    }
+    return Reply{200, Json{{"ok", true}, {"scenario", target_.scenario()}}, ""};
+  }
+
   static Reply index() {
     Json endpoints = Json::array({"GET /", "GET /health", "GET /report", "GET /metrics", "GET /upstreams",
-                                  "GET /summary", "GET /stages",
+                                  "GET /summary", "GET /exchanges", "GET|PUT|PATCH /scenario", "GET /stages",
                                   "GET|PUT|POST|DELETE /stages/<name>[/<path>]"});
     return Reply{200, Json{{"endpoints", std::move(endpoints)}}, ""};
   }

@@ -34,6 +34,15 @@ struct AdminTarget {
   std::function<std::string()> metrics;
   std::function<nlohmann::json()> upstreams;
   std::function<nlohmann::json()> summary;
+  // scenario backs GET /scenario (the running scenario, every default filled in); replace_scenario backs
+  // PUT /scenario (a whole scenario) and PATCH /scenario (a JSON merge patch, RFC 7386, applied to the
+  // running scenario): it validates and applies atomically, returning the problems when it refused.
+  std::function<nlohmann::json()> scenario;
+  std::function<std::vector<std::string>(const nlohmann::json&)> replace_scenario;
+  // exchanges backs GET /exchanges[?limit=N] (default 50, at most 1000): the latest exchanges, newest first.
+  std::function<nlohmann::json(std::size_t limit)> exchanges;
+  // token: when set, every call but GET /health needs "Authorization: Bearer <token>" (401 otherwise).
+  std::string token;
 };
 
 // AdminServer serves, with every body JSON (application/json, 2-space indent, trailing newline):
@@ -43,6 +52,11 @@ struct AdminTarget {
 //   GET /metrics          target.metrics(), Prometheus text format 0.0.4 (text/plain; version=0.0.4)
 //   GET /upstreams        target.upstreams(): every route's upstreams and whether each is up
 //   GET /summary          target.summary(): requests, status classes, p50/p99 per route and variant
+//   GET /exchanges        target.exchanges(limit): the latest exchanges, newest first
+//   GET /scenario         target.scenario()
+//   PUT /scenario         replace the running scenario with the body; PATCH /scenario merges the body into
+//                         it (RFC 7386). 200 {"ok": true, "scenario": ...}, or 400 {"error", "problems": [...]}
+//                         with the same path-naming messages as `rproxy validate`: nothing changed then.
 //   GET /stages           [{"name", "type"}, ...]
 //   GET|PUT|POST|DELETE /stages/<name>[/<rest>]  target.call(name, {method, "/<rest>" or "", body})
 // Stage names may contain '/' ("default/fault"), so <name> is the longest listed stage name that the path

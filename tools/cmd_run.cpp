@@ -13,6 +13,7 @@ void setup_run(CLI::App& app, CliState& state) {
     bool quiet = false;
     std::optional<std::string> report;
     std::string summary_json;
+    bool watch = false;
   };
   auto flags = std::make_shared<RunFlags>();
   auto* sub = app.add_subcommand("run", "Run a scenario file");
@@ -21,6 +22,9 @@ void setup_run(CLI::App& app, CliState& state) {
   sub->add_option("--report", flags->report, "Write a JSON report of what every stage saw on exit [report]")
       ->type_name("FILE");
   sub->add_flag("--quiet", flags->quiet, "No live view on a terminal and no exit summary");
+  sub->add_flag("--watch", flags->watch,
+                "Reload FILE when it changes (and on SIGHUP); a broken file is reported and the running "
+                "configuration stays");
   sub->add_option("--summary-json", flags->summary_json,
                   "On exit, write the summary (per route and variant: requests, status classes, p50/p99, bytes) "
                   "as JSON")
@@ -31,7 +35,7 @@ void setup_run(CLI::App& app, CliState& state) {
       if (flags->report) scenario.report = *flags->report;
       return scenario;
     };
-    state.exit_code = print_or_run(build, flags->print_scenario, RunOptions{flags->quiet, flags->summary_json});
+    state.exit_code = print_or_run(build, flags->print_scenario, RunOptions{flags->quiet, flags->summary_json, {}, flags->watch ? flags->file : std::string(), {}});
   });
 }
 

@@ -50,6 +50,10 @@ void CommonFlags::add_to(CLI::App& sub) {
                  "Serve the live-control API (report, fault rules) on this loopback address, e.g. "
                  "127.0.0.1:9901 [admin]")
       ->type_name("ADDR");
+  sub.add_option("--admin-token-file", admin_token_file,
+                 "Require Authorization: Bearer <first line of FILE> on the admin API (or set RPROXY_ADMIN_TOKEN)")
+      ->type_name("FILE")
+      ->check(CLI::ExistingFile);
   sub.add_flag("--tls", tls,
                "Serve HTTPS on every listener (default 127.0.0.1:8443), with a certificate from rproxy's local CA "
                "unless --tls-cert is given [listeners: https://ADDR]");
@@ -134,6 +138,9 @@ void CommonFlags::add_to(CLI::App& sub) {
       ->type_name("[PREFIX=]DIR")->allow_extra_args(false);
   sub.add_flag("--spa", spa, "With --static: paths that name no file get index.html (client-side routing)");
   sub.add_flag("--quiet", quiet, "No live view on a terminal and no exit summary");
+  sub.add_flag("--watch", watch,
+               "Reload the --scenario file when it changes (and on SIGHUP); a broken file is reported and the "
+               "running configuration stays");
   sub.add_option("--summary-json", summary_json,
                  "On exit, write the summary (per route and variant: requests, status classes, p50/p99, bytes) as "
                  "JSON")
@@ -339,6 +346,7 @@ Scenario CommonFlags::build() const {
     if (!retry_on.empty()) route.retries.on = retry_on;
     duration_of("--hold", hold, route.hold);
   }
+  if (watch && scenario_file.empty()) problems.push_back("--watch: needs --scenario FILE (the file to watch)");
   if (spa && static_dirs.empty()) problems.push_back("--spa: needs --static DIR");
   apply_tls(s, problems);
   gateway_stages(s, problems);

@@ -67,13 +67,18 @@ struct CommonFlags {
   std::vector<std::string> static_dirs;  // [PREFIX=]DIR
   bool spa = false;
   bool quiet = false;
+  bool watch = false;
+  std::optional<std::string> admin_token_file;
   std::optional<std::string> summary_json;
 
   // allow_no_upstream: build() accepts a scenario without routes (replay adds its own).
   bool allow_no_upstream = false;
 
   void add_to(CLI::App& sub);
-  RunOptions run_options() const { return RunOptions{quiet, summary_json.value_or("")}; }
+  RunOptions run_options() const {
+    return RunOptions{quiet, summary_json.value_or(""), {}, watch ? scenario_file : std::string(),
+                      admin_token_file.value_or("")};
+  }
   // build loads --scenario (if any) and applies the flags; throws ConfigError naming flags or JSON paths.
   Scenario build() const;
 

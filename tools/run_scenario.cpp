@@ -3,15 +3,18 @@
 #include "admin_server.hpp"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
 #include <system_error>
 #include <chrono>
+#include <optional>
 #include <thread>
 
 #include "rproxy/proxy_server.hpp"
@@ -55,6 +58,24 @@ class LiveView {
 };
 }  // namespace
 
+namespace {
+struct FileStamp {
+  bool exists = false;
+  dev_t dev = 0;
+  ino_t ino = 0;
+  off_t size = 0;
+  std::int64_t mtime_ns = 0;
+  bool operator==(const FileStamp&) const = default;
+};
+
+FileStamp file_stamp(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return {};
+  return {true, st.st_dev, st.st_ino, st.st_size,
+          static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec};
+}
+}  // namespace
+
 bool write_file_atomically(const std::string& path, const std::string& content, std::string& error) {
   auto tmp = path + ".tmp";
   {
@@ -84,6 +105,7 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -102,6 +124,7 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
     return 1;
   }
   std::unique_ptr<AdminServer> admin;
+  bool admin_token = false;
   if (scenario.admin) {
     ProxyServer* srv = server.get();
     AdminTarget target{[srv] { return srv->report(); },
@@ -109,8 +132,32 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
                        [srv](const std::string& stage, const AdminRequest& req) { return srv->admin(stage, req); },
                        [srv] { return srv->metrics(); },
                        [srv] { return srv->upstreams(); },
-                       [srv] { return srv->summary_json(); }};
+                       [srv] { return srv->summary_json(); },
+                       [srv] { return scenario_to_json(srv->scenario()); },
+                       [srv](const nlohmann::json& doc) {
+                         try {
+                           return srv->reload(scenario_from_json(doc));
+                         } catch (const ConfigError& e) {
+                           return e.problems();
+                         }
+                       },
+                       [srv](std::size_t limit) { return srv->recent_exchanges(limit); },
+                       {}};
+    if (!options.admin_token_file.empty()) {
+      std::ifstream f(options.admin_token_file);
+      std::getline(f, target.token);
+      if (!f || target.token.empty()) {
+        std::cerr << "rproxy: error: --admin-token-file: cannot read a token from " << options.admin_token_file
+                  << "\n";
+        server->stop();
+        server->wait();
+        return 2;
+      }
+    } else if (const char* env = std::getenv("RPROXY_ADMIN_TOKEN"); env && *env) {
+      target.token = env;
+    }
     try {
+      admin_token = !target.token.empty();
       admin = std::make_unique<AdminServer>(*scenario.admin, std::move(target));
       admin->start();
     } catch (const std::exception& e) {
@@ -144,35 +191,89 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
       if (st.type == "split") how = "split by stage " + st.name;
     std::cerr << "rproxy:   " << describe_match(r) << " -> " << ups << (how.empty() ? "" : " (" + how + ")") << "\n";
   }
-  if (admin) std::cerr << "rproxy: admin on " << admin->url() << " (GET /report, /stages)\n";
+  if (admin)
+    std::cerr << "rproxy: admin on " << admin->url() << " (GET / lists the endpoints"
+              << (admin_token ? "; bearer token required" : "") << ")\n";
   std::cerr.flush();
 
   int sig = 0;
   // An access log on stderr would scroll the live view away, so one of them has to give.
   const bool live = !options.quiet && isatty(STDERR_FILENO) && scenario.access_log.path != "-";
+  const bool watching = !options.watch_file.empty();
   LiveView view;
   auto last_draw = std::chrono::steady_clock::now();
   std::uint64_t last_requests = 0;
-  while (true) {
-    if (!live) {
-      sigwait(&set, &sig);
-      break;
+  // Reloads keep the running configuration whenever the new one is broken, and say so.
+  auto reload = [&](const std::string& why) {
+    view.clear();
+    if (!options.rebuild) {
+      std::cerr << "rproxy: " << why << ": nothing to reload (this command has no scenario file)\n";
+      return;
     }
-    timespec one_second{1, 0};
-    sig = sigtimedwait(&set, nullptr, &one_second);
+    std::vector<std::string> problems;
+    Scenario next;
+    try {
+      next = options.rebuild();
+      problems = server->reload(next);
+    } catch (const ConfigError& e) {
+      problems = e.problems();
+    } catch (const std::exception& e) {
+      problems = {e.what()};
+    }
+    if (problems.empty()) {
+      std::cerr << "rproxy: reloaded (" << why << "): " << next.routes.size() << " route"
+                << (next.routes.size() == 1 ? "" : "s") << "\n";
+    } else {
+      std::cerr << "rproxy: reload (" << why << ") refused, the running configuration stays:\n";
+      for (const auto& p : problems) std::cerr << "rproxy:   " << p << "\n";
+    }
+  };
+  FileStamp stamp = watching ? file_stamp(options.watch_file) : FileStamp{};
+  bool settling = false;  // a change was seen: reload once the file settles
+  auto settle = std::chrono::steady_clock::now();
+  if (watching) std::cerr << "rproxy: watching " << options.watch_file << " (reloads when it changes; also on SIGHUP)\n";
+  while (true) {
+    if (!live && !watching) {
+      sigwait(&set, &sig);
+    } else {
+      timespec tick{0, 100 * 1000 * 1000};
+      sig = sigtimedwait(&set, nullptr, &tick);
+    }
+    if (sig == SIGHUP) {
+      reload("SIGHUP");
+      sig = 0;
+      continue;
+    }
     if (sig > 0) break;
-    // One line of rates and connections over the table of routes and variants and the stages' lines.
-    auto st = server->stats();
     auto now = std::chrono::steady_clock::now();
-    double secs = std::chrono::duration<double>(now - last_draw).count();
-    char rate[160];
-    std::snprintf(rate, sizeof rate, "rproxy: %.0f req/s, %llu requests, %llu connections open, %llu upstream errors\n",
-                  secs > 0 ? static_cast<double>(st.requests - last_requests) / secs : 0.0,
-                  static_cast<unsigned long long>(st.requests), static_cast<unsigned long long>(st.connections_active),
-                  static_cast<unsigned long long>(st.upstream_errors));
-    last_draw = now;
-    last_requests = st.requests;
-    view.draw(rate + server->summary());
+    if (watching) {
+      // Editors replace files by rename or rewrite them in place: any change of inode, size or mtime
+      // counts; the reload waits until the file has stopped changing for 150 ms.
+      auto next_stamp = file_stamp(options.watch_file);
+      if (next_stamp != stamp) {
+        stamp = next_stamp;
+        settling = true;
+        settle = now + std::chrono::milliseconds(150);
+      } else if (settling && now >= settle) {
+        settling = false;
+        if (stamp.exists) reload(options.watch_file + " changed");
+      }
+    }
+    if (live && now - last_draw >= std::chrono::seconds(1)) {
+      // One line of rates and connections over the table of routes and variants and the stages' lines.
+      auto st = server->stats();
+      double secs = std::chrono::duration<double>(now - last_draw).count();
+      char rate[160];
+      std::snprintf(rate, sizeof rate,
+                    "rproxy: %.0f req/s, %llu requests, %llu connections open, %llu upstream errors\n",
+                    static_cast<double>(st.requests - last_requests) / secs,
+                    static_cast<unsigned long long>(st.requests),
+                    static_cast<unsigned long long>(st.connections_active),
+                    static_cast<unsigned long long>(st.upstream_errors));
+      last_draw = now;
+      last_requests = st.requests;
+      view.draw(rate + server->summary());
+    }
   }
   view.clear();
   std::cerr << "rproxy: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", draining (up to "
@@ -221,7 +322,9 @@ int print_or_run(const std::function<Scenario()>& build, bool print, const RunOp
       print_scenario(scenario);
       return 0;
     }
-    return run_scenario(scenario, options);
+    RunOptions with_rebuild = options;
+    if (!with_rebuild.rebuild) with_rebuild.rebuild = build;
+    return run_scenario(scenario, with_rebuild);
   } catch (const ConfigError& e) {
     report_config_error(e);
     return 2;

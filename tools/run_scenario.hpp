@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <string>
 
 #include "rproxy/scenario.hpp"
 
@@ -11,6 +12,13 @@ namespace rproxy::cli {
 struct RunOptions {
   bool quiet = false;  // no live view and no exit summary (start-up lines and errors still print)
   std::string summary_json;  // write the exit summary as JSON here ("" = don't)
+  // rebuild makes the scenario again (re-reading its file) for a reload on SIGHUP or --watch; unset when
+  // the command has nothing to re-read. watch_file: reload when this file changes ("" = don't watch).
+  std::function<Scenario()> rebuild;
+  std::string watch_file;
+  // admin_token_file: a file whose first line is the admin API's bearer token ("" = RPROXY_ADMIN_TOKEN from
+  // the environment, or no token).
+  std::string admin_token_file;
 };
 
 // Returns the process exit code (0 after a clean stop; 2 for configuration errors; 1 if it cannot listen

@@ -45,9 +45,16 @@ class ProxyServer {
   // wait blocks until the server has fully stopped.
   void wait();
   ServerStats stats() const;
-  const Scenario& scenario() const;
+  // scenario is the running scenario (a copy: a reload may replace it at any time).
+  Scenario scenario() const;
   // notices: lines worth telling the user at start (local CA created, upstream verification off).
-  const std::vector<std::string>& notices() const;
+  std::vector<std::string> notices() const;
+  // reload replaces the running scenario atomically: the new one is validated and its stages started
+  // first, and on any problem nothing changes and the problems ("path: message") are returned. New
+  // requests use it at once; exchanges in flight finish under the old one, whose stages stop when the last
+  // of them is done. Listeners, workers, tls, admin, access_log and limits.max_conns cannot change this
+  // way. Stage state (counters, caches, rate-limit buckets, health) starts afresh. Thread-safe.
+  std::vector<std::string> reload(Scenario next);
   // report gathers every stage's report (Stage::report) with the server counters, as written to the
   // scenario's report file; summary is the human-readable form (Stage::summary of each stage). Both are
   // safe while the server runs.
@@ -64,6 +71,9 @@ class ProxyServer {
   std::string metrics() const;
   nlohmann::json summary_json() const;
   nlohmann::json upstreams() const;
+  // recent_exchanges lists up to limit of the latest finished exchanges (newest first, at most 100 per
+  // worker): id, time, client, method, target, status, duration, route, upstream, variant, fault, error.
+  nlohmann::json recent_exchanges(std::size_t limit) const;
   AdminReply admin(const std::string& stage, const AdminRequest& request);
   // exit_code is the first non-zero Stage::exit_code (a strict replay with misses), else 0.
   int exit_code() const;

@@ -118,8 +118,8 @@ struct HealthCheck {
   bool operator==(const HealthCheck&) const = default;
 };
 
-// PassiveHealth: an upstream that fails max_fails exchanges in a row (refused, timed out, reset before
-// answering) is ejected for eject_for; afterwards it gets traffic again, and its next failure ejects it
+// PassiveHealth: an upstream that fails max_fails exchanges in a row (timed out, reset before answering, TLS
+// failure; a refused connection fails over at once and does not count) is ejected for eject_for; afterwards it gets traffic again, and its next failure ejects it
 // again at once. max_fails 0 turns ejection off.
 struct PassiveHealth {
   unsigned max_fails = 3;

@@ -111,7 +111,8 @@ struct ClientConnection::Impl {
   Impl(Worker& w, tcp::socket s, std::string sch, const ListenerInfo& l)
       : worker(w),
         shared(w.shared),
-        rt(w.shared.runtime),
+        rt_generation(w.shared.generation.load(std::memory_order_acquire)),
+        rt(w.shared.runtime()),
         client(std::move(s)),
         scheme(std::move(sch)),
         listener(l),
@@ -136,6 +137,7 @@ struct ClientConnection::Impl {
 
   Worker& worker;
   ServerShared& shared;
+  std::uint64_t rt_generation = 0;  // read before rt, so a reload in between is seen at the next request
   std::shared_ptr<const Runtime> rt;
   Stream client;
   std::string scheme;
@@ -570,6 +572,11 @@ struct ClientConnection::Impl {
     sample.fault = tag("fault");
     sample.replay = tag("replay");
     sample.cache = tag("cache");
+    sample.id = ex.id;
+    sample.start_ms = std::chrono::duration_cast<std::chrono::milliseconds>(start.time_since_epoch()).count();
+    sample.client_ip = client_ip;
+    sample.method = ex.request.method;
+    sample.target = target;
     worker.metrics.record(sample);
     if (!shared.access_log || !shared.access_log->enabled()) return;
     AccessRecord rec;
@@ -781,6 +788,11 @@ struct ClientConnection::Impl {
   // ---- the exchange ---------------------------------------------------------------------------------
 
   awaitable<bool> handle(RequestHead& req) {
+    // A reload since the last request: this one runs under the new configuration.
+    if (auto g = shared.generation.load(std::memory_order_acquire); g != rt_generation) {
+      rt = shared.runtime();
+      rt_generation = g;
+    }
     auto t0 = SteadyClock::now();
     auto start = std::chrono::system_clock::now();
     shared.requests.fetch_add(1, std::memory_order_relaxed);
@@ -1024,8 +1036,10 @@ struct ClientConnection::Impl {
         cr = co_await connect_upstream(route.upstreams[ui].url, route_rt, detail);
         if (cr == ConnectResult::Ok) break;
         tried[ui] = true;  // refused or timed out: the next candidate gets the request
-        // While holding, the same refusals repeat every 200ms: they were counted once already.
-        if (!hold_until)
+        // A refusal costs nothing and fails over at once, and a restarted dev server must get its traffic
+        // back at once: only failures that cost time (timeouts, resets, TLS) count towards ejection. While
+        // holding, the same failures repeat every 200ms: they were counted once already.
+        if (!hold_until && cr != ConnectResult::Refused)
           if (auto line = health.record_failure(ui, SteadyClock::now()); !line.empty()) log_line(line);
       }
       const Url& url = route.upstreams[ui].url;

@@ -32,7 +32,8 @@ asio::awaitable<void> probe_loop(ProbeJob* job) {
   asio::steady_timer timer(co_await asio::this_coro::executor);
   const std::string no_body;
   const std::string method = "GET";
-  while (!job->stop->load(std::memory_order_relaxed)) {
+  auto stopped = [job] { return job->stop->load(std::memory_order_relaxed) || job->runtime->retired.load(); };
+  while (!stopped()) {
     CapturedResponse out;
     co_await exchange_once(url, job->tls, job->head, no_body, method, 0, hc.timeout, out);
     bool passed = out.error.empty() && out.status >= hc.expect_min && out.status <= hc.expect_max;
@@ -43,7 +44,7 @@ asio::awaitable<void> probe_loop(ProbeJob* job) {
                                                                 "-" + std::to_string(hc.expect_max) + ")");
     auto line = job->route->health->record_probe(job->index, passed, detail);
     if (!line.empty()) log_line(line);
-    if (job->stop->load(std::memory_order_relaxed)) break;
+    if (stopped()) break;
     timer.expires_after(hc.interval);
     co_await timer.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
   }

@@ -76,6 +76,36 @@ void MetricsShard::record(const ExchangeSample& s) {
   }
   bump(replay_, s.route, s.replay);
   bump(cache_, s.route, s.cache);
+  RecentExchange r{s.id,
+                   s.start_ms,
+                   std::string(s.client_ip),
+                   std::string(s.method),
+                   std::string(s.target),
+                   std::string(s.route),
+                   std::string(s.upstream),
+                   std::string(s.variant),
+                   std::string(s.error),
+                   std::string(s.fault),
+                   s.status,
+                   s.duration_ms,
+                   s.bytes_out};
+  if (recent_.size() < kRecent) {
+    recent_.push_back(std::move(r));
+  } else {
+    recent_[recent_next_] = std::move(r);
+  }
+  recent_next_ = (recent_next_ + 1) % kRecent;
+}
+
+std::vector<RecentExchange> MetricsView::recent(std::size_t limit) const {
+  std::vector<RecentExchange> all;
+  for (auto* shard : shards_) {
+    std::lock_guard lock(shard->mutex_);
+    all.insert(all.end(), shard->recent_.begin(), shard->recent_.end());
+  }
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.id > b.id; });
+  if (all.size() > limit) all.resize(limit);
+  return all;
 }
 
 std::string MetricsView::prometheus(const ServerGauges& g) const {

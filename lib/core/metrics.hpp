@@ -34,6 +34,22 @@ struct ExchangeSample {
   std::string_view fault;   // fault rules that fired, comma-separated
   std::string_view replay;  // "hit", "miss" or ""
   std::string_view cache;   // "hit", "miss", "revalidated", "bypass" or ""
+  // For the list of recent exchanges.
+  std::uint64_t id = 0;
+  std::int64_t start_ms = 0;  // Unix time
+  std::string_view client_ip;
+  std::string_view method;
+  std::string_view target;
+};
+
+// RecentExchange is one entry of the recent-exchanges list (GET /exchanges on the admin listener).
+struct RecentExchange {
+  std::uint64_t id = 0;
+  std::int64_t start_ms = 0;
+  std::string client_ip, method, target, route, upstream, variant, error, fault;
+  int status = 0;
+  double duration_ms = 0;
+  std::uint64_t bytes_out = 0;
 };
 
 // Prometheus histogram bucket bounds, in seconds (request duration).
@@ -64,6 +80,9 @@ class MetricsShard {
   std::map<LabelKey, std::uint64_t> faults_;  // rule
   std::map<LabelKey, std::uint64_t> replay_;  // hit/miss
   std::map<LabelKey, std::uint64_t> cache_;   // hit/miss/...
+  static constexpr std::size_t kRecent = 100;
+  std::vector<RecentExchange> recent_;  // ring of the last kRecent exchanges
+  std::size_t recent_next_ = 0;
 };
 
 // ServerGauges are the server-wide figures that are not per exchange.
@@ -103,6 +122,8 @@ class MetricsView {
   // prometheus renders the text exposition format 0.0.4.
   std::string prometheus(const ServerGauges& gauges) const;
   std::vector<SummaryRow> summary_rows() const;
+  // recent returns up to limit of the latest exchanges, newest first.
+  std::vector<RecentExchange> recent(std::size_t limit) const;
 
  private:
   std::vector<MetricsShard*> shards_;

@@ -39,6 +39,39 @@ constexpr std::string_view kOverloaded =
 static_assert(kOverloaded.size() - kOverloaded.find("\r\n\r\n") - 4 == 50);
 }  // namespace
 
+namespace {
+// Every stage with something to report, named as in logs: "name" for scenario-wide stages, "route/name"
+// for a route's own.
+template <typename Fn>
+void each_stage(const Runtime& rt, Fn&& fn) {
+  for (std::size_t i = 0; i < rt.stages.size(); ++i) fn(rt.scenario.stages[i].name, *rt.stages[i]);
+  for (std::size_t r = 0; r < rt.routes.size(); ++r)
+    for (std::size_t i = 0; i < rt.routes[r].stages.size(); ++i)
+      fn(rt.scenario.routes[r].name + "/" + rt.scenario.routes[r].stages[i].name, *rt.routes[r].stages[i]);
+}
+
+// Stages are stopped once, after every exchange that used them is done: when the server stops, or when a
+// reload replaced their runtime and its last user let go of it.
+void stop_stages_once(const Runtime& rt) {
+  if (rt.stages_stopped.exchange(true)) return;
+  each_stage(rt, [](const std::string& name, Stage& stage) {
+    try {
+      stage.on_stop();
+    } catch (const std::exception& e) {
+      log_line("rproxy: stage " + name + " failed to stop cleanly: " + e.what());
+    }
+  });
+}
+
+std::shared_ptr<const Runtime> stop_stages_on_release(std::shared_ptr<const Runtime> rt) {
+  const Runtime* raw = rt.get();
+  return std::shared_ptr<const Runtime>(raw, [keep = std::move(rt)](const Runtime* r) mutable {
+    if (r->stages_started.load()) stop_stages_once(*r);
+    keep.reset();
+  });
+}
+}  // namespace
+
 struct ProxyServer::Impl {
   ServerShared shared;
   std::vector<std::unique_ptr<Worker>> workers;
@@ -52,6 +85,7 @@ struct ProxyServer::Impl {
   bool stopping = false;
   bool stopped = false;
   std::thread drain_thread;
+  std::mutex reload_mutex;
 
   Worker& pick_worker() {
     auto& w = *workers[next_worker];
@@ -60,7 +94,7 @@ struct ProxyServer::Impl {
   }
 
   asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, const ListenerInfo& info) {
-    const auto max_conns = shared.runtime->scenario.limits.max_conns;
+    const auto max_conns = shared.runtime()->scenario.limits.max_conns;
     while (acceptor.is_open()) {
       auto& w = pick_worker();
       auto [ec, sock] = co_await acceptor.async_accept(w.ctx, use_nothrow);
@@ -93,8 +127,8 @@ struct ProxyServer::Impl {
 };
 
 ProxyServer::ProxyServer(Scenario scenario) : impl_(std::make_unique<Impl>()) {
-  impl_->shared.runtime = build_runtime(std::move(scenario));
-  const auto& s = impl_->shared.runtime->scenario;
+  impl_->shared.set_runtime(stop_stages_on_release(build_runtime(std::move(scenario))));
+  const auto& s = impl_->shared.runtime()->scenario;
   impl_->shared.access_log = std::make_unique<AccessLogWriter>(s.access_log.path, s.access_log.format);
   unsigned n = s.workers ? s.workers : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) impl_->workers.push_back(std::make_unique<Worker>(impl_->shared));
@@ -105,21 +139,10 @@ ProxyServer::~ProxyServer() {
   wait();
 }
 
-namespace {
-// Every stage with something to report, named as in logs: "name" for scenario-wide stages, "route/name"
-// for a route's own.
-template <typename Fn>
-void each_stage(const Runtime& rt, Fn&& fn) {
-  for (std::size_t i = 0; i < rt.stages.size(); ++i) fn(rt.scenario.stages[i].name, *rt.stages[i]);
-  for (std::size_t r = 0; r < rt.routes.size(); ++r)
-    for (std::size_t i = 0; i < rt.routes[r].stages.size(); ++i)
-      fn(rt.scenario.routes[r].name + "/" + rt.scenario.routes[r].stages[i].name, *rt.routes[r].stages[i]);
-}
-}  // namespace
 
 void ProxyServer::start() {
   raise_fd_limit();
-  const auto& s = impl_->shared.runtime->scenario;
+  const auto& s = impl_->shared.runtime()->scenario;
   auto& w0 = *impl_->workers[0];
   auto listeners = s.listeners;
   if (s.tls.redirect_http) listeners.push_back(*s.tls.redirect_http);  // last, as ports() documents
@@ -149,8 +172,12 @@ void ProxyServer::start() {
       }
   }
   // Before any connection is accepted: a stage that cannot start (an unwritable recording) stops the start.
-  each_stage(*impl_->shared.runtime, [](const std::string&, Stage& stage) { stage.on_start(); });
-  start_health_checks(w0.ctx.get_executor(), impl_->shared.runtime, impl_->shared.draining);
+  {
+    auto rt = impl_->shared.runtime();
+    each_stage(*rt, [](const std::string&, Stage& stage) { stage.on_start(); });
+    rt->stages_started = true;
+  }
+  start_health_checks(w0.ctx.get_executor(), impl_->shared.runtime(), impl_->shared.draining);
   for (std::size_t i = 0; i < impl_->acceptors.size(); ++i)
     asio::co_spawn(w0.ctx, impl_->accept_loop(*impl_->acceptors[i], impl_->listener_info[i]), asio::detached);
   for (auto& w : impl_->workers) {
@@ -177,7 +204,7 @@ void ProxyServer::stop() {
       a->close(ec);
     }
   });
-  auto drain = impl->shared.runtime->scenario.limits.drain_timeout;
+  auto drain = impl->shared.runtime()->scenario.limits.drain_timeout;
   // Created under the lock and announced through `stopping`, so wait() on another thread never sees a
   // half-assigned std::thread.
   impl->drain_thread = std::thread([impl, drain] {
@@ -225,21 +252,13 @@ void ProxyServer::wait() {
   for (auto& w : impl_->workers)
     if (w->thread.joinable()) w->thread.join();
   std::lock_guard lock(impl_->mutex);
-  if (!impl_->stopped) {
-    each_stage(*impl_->shared.runtime, [](const std::string& name, Stage& stage) {
-      try {
-        stage.on_stop();
-      } catch (const std::exception& e) {
-        log_line("rproxy: stage " + name + " failed to stop cleanly: " + e.what());
-      }
-    });
-  }
+  if (!impl_->stopped) stop_stages_once(*impl_->shared.runtime());
   impl_->stopped = true;
 }
 
 int ProxyServer::exit_code() const {
   int code = 0;
-  each_stage(*impl_->shared.runtime, [&](const std::string&, const Stage& stage) {
+  each_stage(*impl_->shared.runtime(), [&](const std::string&, const Stage& stage) {
     if (code == 0) code = stage.exit_code();
   });
   return code;
@@ -250,15 +269,53 @@ ServerStats ProxyServer::stats() const {
   return {s.accepted.load(), s.refused.load(), s.active.load(), s.requests.load(), s.upstream_errors.load()};
 }
 
-const Scenario& ProxyServer::scenario() const { return impl_->shared.runtime->scenario; }
+Scenario ProxyServer::scenario() const { return impl_->shared.runtime()->scenario; }
 
-const std::vector<std::string>& ProxyServer::notices() const { return impl_->shared.runtime->notices; }
+std::vector<std::string> ProxyServer::notices() const { return impl_->shared.runtime()->notices; }
+
+std::vector<std::string> ProxyServer::reload(Scenario next) {
+  std::lock_guard lock(impl_->reload_mutex);
+  auto current = impl_->shared.runtime();
+  const auto& cur = current->scenario;
+  std::vector<std::string> problems;
+  // What the listeners, threads and log were built from cannot change under them.
+  auto fixed = [&](bool same, const char* key) {
+    if (!same) problems.push_back(std::string(key) + ": cannot change while rproxy runs (restart it for that)");
+  };
+  fixed(next.listeners == cur.listeners, "listeners");
+  fixed(next.workers == cur.workers, "workers");
+  fixed(next.tls == cur.tls, "tls");
+  fixed(next.admin == cur.admin, "admin");
+  fixed(next.access_log == cur.access_log, "access_log");
+  fixed(next.limits.max_conns == cur.limits.max_conns, "limits.max_conns");
+  if (!problems.empty()) return problems;
+  std::shared_ptr<const Runtime> built;
+  try {
+    built = build_runtime(std::move(next));
+  } catch (const ConfigError& e) {
+    return e.problems();
+  }
+  try {
+    each_stage(*built, [](const std::string&, Stage& stage) { stage.on_start(); });
+  } catch (const std::exception& e) {
+    built->stages_stopped = true;  // some started: let on_stop run for them on release
+    built->stages_started = true;
+    return {std::string("stages: ") + e.what()};
+  }
+  built->stages_started = true;
+  auto rt = stop_stages_on_release(std::move(built));
+  if (impl_->started && !impl_->workers.empty())
+    start_health_checks(impl_->workers[0]->ctx.get_executor(), rt, impl_->shared.draining);
+  impl_->shared.set_runtime(std::move(rt));
+  current->retired = true;  // its health checks end; its stages stop when its last exchange is done
+  return {};
+}
 
 
 nlohmann::json ProxyServer::report() const {
   auto st = stats();
   nlohmann::json stages = nlohmann::json::object();
-  each_stage(*impl_->shared.runtime, [&](const std::string& name, const Stage& stage) {
+  each_stage(*impl_->shared.runtime(), [&](const std::string& name, const Stage& stage) {
     auto r = stage.report();
     if (!r.is_null()) stages[name] = std::move(r);
   });
@@ -273,7 +330,8 @@ nlohmann::json ProxyServer::report() const {
 
 std::vector<std::pair<std::string, std::string>> ProxyServer::stage_names() const {
   std::vector<std::pair<std::string, std::string>> out;
-  const auto& rt = *impl_->shared.runtime;
+  auto current = impl_->shared.runtime();
+  const auto& rt = *current;
   for (const auto& st : rt.scenario.stages) out.emplace_back(st.name, st.type);
   for (const auto& r : rt.scenario.routes)
     for (const auto& st : r.stages) out.emplace_back(r.name + "/" + st.name, st.type);
@@ -283,7 +341,7 @@ std::vector<std::pair<std::string, std::string>> ProxyServer::stage_names() cons
 AdminReply ProxyServer::admin(const std::string& stage_name, const AdminRequest& request) {
   std::optional<AdminReply> reply;
   bool found = false;
-  each_stage(*impl_->shared.runtime, [&](const std::string& name, Stage& stage) {
+  each_stage(*impl_->shared.runtime(), [&](const std::string& name, Stage& stage) {
     if (found || name != stage_name) return;
     found = true;
     reply = stage.admin(request);
@@ -309,7 +367,7 @@ std::string ProxyServer::metrics() const {
   g.connections_refused = st.connections_refused;
   g.upstream_errors = st.upstream_errors;
   const auto now = SteadyClock::now();
-  for (const auto& r : impl_->shared.runtime->routes)
+  for (const auto& r : impl_->shared.runtime()->routes)
     for (std::size_t i = 0; i < r.spec->upstreams.size(); ++i)
       g.upstreams.push_back({r.spec->name, r.spec->upstreams[i].url.text, r.spec->upstreams[i].backup, r.health->up(i, now)});
   return MetricsView(shards_of(impl_->workers)).prometheus(g);
@@ -319,16 +377,31 @@ nlohmann::json ProxyServer::summary_json() const {
   return rproxy::summary_json(MetricsView(shards_of(impl_->workers)).summary_rows());
 }
 
+nlohmann::json ProxyServer::recent_exchanges(std::size_t limit) const {
+  auto out = nlohmann::json::array();
+  for (const auto& r : MetricsView(shards_of(impl_->workers)).recent(limit)) {
+    nlohmann::json j = {{"id", r.id},         {"start_ms", r.start_ms}, {"client", r.client_ip},
+                        {"method", r.method}, {"target", r.target},     {"status", r.status},
+                        {"duration_ms", r.duration_ms}, {"bytes_out", r.bytes_out}, {"route", r.route},
+                        {"upstream", r.upstream}};
+    if (!r.variant.empty()) j["variant"] = r.variant;
+    if (!r.fault.empty()) j["fault"] = r.fault;
+    if (!r.error.empty()) j["error"] = r.error;
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
 nlohmann::json ProxyServer::upstreams() const {
   auto out = nlohmann::json::object();
   const auto now = SteadyClock::now();
-  for (const auto& r : impl_->shared.runtime->routes) out[r.spec->name] = r.health->snapshot(now);
+  for (const auto& r : impl_->shared.runtime()->routes) out[r.spec->name] = r.health->snapshot(now);
   return out;
 }
 
 std::string ProxyServer::summary() const {
   std::string out = summary_table(MetricsView(shards_of(impl_->workers)).summary_rows());
-  each_stage(*impl_->shared.runtime, [&](const std::string&, const Stage& stage) { out += stage.summary(); });
+  each_stage(*impl_->shared.runtime(), [&](const std::string&, const Stage& stage) { out += stage.summary(); });
   return out;
 }
 

@@ -2,6 +2,7 @@
 // read-only by every worker (balancers carry their own thread-safe state).
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -40,6 +41,11 @@ struct Runtime {
   tls::Context server_tls;  // set when a listener is https://
   // Things the user should know at start (the local CA was created, verification is off), one line each.
   std::vector<std::string> notices;
+  // Lifecycle across reloads (the runtime itself is otherwise immutable): retired ends its health checks;
+  // the stages' on_start ran / on_stop ran.
+  mutable std::atomic<bool> retired{false};
+  mutable std::atomic<bool> stages_started{false};
+  mutable std::atomic<bool> stages_stopped{false};
 };
 
 // build_runtime validates the scenario and instantiates its stages; throws ConfigError with every problem.

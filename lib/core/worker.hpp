@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <unordered_set>
 
@@ -21,7 +22,22 @@ namespace rproxy {
 class ClientConnection;
 
 struct ServerShared {
-  std::shared_ptr<const Runtime> runtime;
+  // The running configuration, replaced whole by a reload. A connection picks up a new one at its next
+  // request (generation tells it cheaply), so an exchange always finishes under the one it started with.
+  std::shared_ptr<const Runtime> runtime() const {
+    std::lock_guard lock(runtime_mutex);
+    return current_runtime;
+  }
+  void set_runtime(std::shared_ptr<const Runtime> rt) {
+    {
+      std::lock_guard lock(runtime_mutex);
+      current_runtime = std::move(rt);
+    }
+    generation.fetch_add(1, std::memory_order_release);
+  }
+  std::atomic<std::uint64_t> generation{0};
+  mutable std::mutex runtime_mutex;
+  std::shared_ptr<const Runtime> current_runtime;
   std::unique_ptr<AccessLogWriter> access_log;
   std::atomic<bool> draining{false};
   std::atomic<std::uint64_t> next_exchange_id{1};

@@ -159,7 +159,7 @@ TEST_SUITE("admin") {
     CHECK(index->status == 200);
     Json doc = check_json(index);
     REQUIRE(doc["endpoints"].is_array());
-    CHECK(doc["endpoints"].size() == 5);
+    CHECK(doc["endpoints"].size() == 10);
     auto listed = [&](const std::string& endpoint) {
       for (const auto& e : doc["endpoints"])
         if (e == endpoint) return true;

@@ -61,20 +61,31 @@ TEST_SUITE("failover") {
     for (int i = 0; i < 6; ++i) CHECK(who(proxy.port()) == "b");
   }
 
-  TEST_CASE("failover: passive ejection stops sending to a refusing upstream") {
+  TEST_CASE("failover: passive ejection stops sending to an upstream that resets, a refusing one is not ejected") {
     auto a = start_echo("a");
-    std::optional<ClosedPort> dead(std::in_place);
-    auto route = make_route({echo_url(*a), dead->url()});
+    ScriptedUpstream resets(UpstreamScript{true, 0ms, "", 0ms, UpstreamScript::End::Reset});
+    auto route = make_route({echo_url(*a), resets.url()});
     route.passive_health.max_fails = 1;
     route.passive_health.eject_for = 60s;
-    route.connect_timeout = 2s;
     ProxyFixture proxy(make_scenario({route}));
-    for (int i = 0; i < 8; ++i) CHECK(who(proxy.port()) == "a");
-    // Ejected for 60 s: even once it listens again it gets nothing (round robin alone would give it half).
-    auto dead_port = dead->port();
+    int failed = 0;
+    for (int i = 0; i < 10; ++i) failed += who(proxy.port()) != "a";
+    // One request met the reset (a 502: GETs are not retried by default); then it got nothing.
+    CHECK(failed == 1);
+    CHECK(resets.connections() == 1);
+    CHECK(proxy.server().upstreams()["default"][1]["up"] == false);
+    // A refusing upstream fails over at once and is tried again next time: back the moment it listens.
+    std::optional<ClosedPort> dead(std::in_place);
+    auto route2 = make_route({echo_url(*a), dead->url()});
+    route2.passive_health.max_fails = 1;
+    ProxyFixture proxy2(make_scenario({route2}));
+    for (int i = 0; i < 4; ++i) CHECK(who(proxy2.port()) == "a");
+    auto port = dead->port();
     dead.reset();
-    auto revived = echo_on(dead_port, "revived");
-    for (int i = 0; i < 6; ++i) CHECK(who(proxy.port()) == "a");
+    auto revived = echo_on(port, "revived");
+    int revived_count = 0;
+    for (int i = 0; i < 4; ++i) revived_count += who(proxy2.port()) == "revived";
+    CHECK(revived_count == 2);
   }
 
   TEST_CASE("failover: active health checks take a failing upstream out and bring it back") {
@@ -258,8 +269,8 @@ TEST_SUITE("failover") {
     ProxyFixture proxy(make_scenario({route}));
     CHECK(who(proxy.port()) == "status 502");
     auto upstreams = proxy.server().upstreams();
-    // Polled every 200 ms for 800 ms, but one failed exchange: not ejected.
-    CHECK(upstreams["default"][0]["consecutive_failures"] == 1);
+    // Refused on every poll for 800 ms: refusals are not counted, the upstream is not ejected.
+    CHECK(upstreams["default"][0]["consecutive_failures"] == 0);
     CHECK(upstreams["default"][0]["up"] == true);
   }
 

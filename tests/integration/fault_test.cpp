@@ -317,7 +317,7 @@ TEST_SUITE("fault") {
         ListenAddress{"127.0.0.1", 0},
         AdminTarget{[srv] { return srv->report(); }, [srv] { return srv->stage_names(); },
                     [srv](const std::string& st, const AdminRequest& req) { return srv->admin(st, req); },
-                    {}, {}, {}});
+                    {}, {}, {}, {}, {}, {}, {}});
     admin.start();
     // Three requests in flight under the slow rule.
     std::vector<HttpResponse> slow(3);

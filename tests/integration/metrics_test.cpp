@@ -158,4 +158,32 @@ TEST_SUITE("metrics") {
     term.signal(SIGTERM);
     term.wait_exit(5s);
   }
+  TEST_CASE("metrics: GET /exchanges lists the latest exchanges, and an admin token is enforced") {
+    auto e = start_echo();
+    TempDir dir;
+    auto token = dir.write("token", "s3cret-admin-token\n");
+    auto p = spawn_rproxy({"serve", "--listen", "127.0.0.1:0", "--to", echo_url(*e), "--admin", "127.0.0.1:0",
+                           "--admin-token-file", token});
+    auto admin_line = p.proc->wait_for_stderr("rproxy: admin on ", 5s);
+    REQUIRE(admin_line);
+    CHECK(admin_line->find("bearer token required") != std::string::npos);
+    auto admin = admin_line->substr(std::string("rproxy: admin on ").size());
+    admin = admin.substr(0, admin.find(' '));
+    for (int i = 1; i <= 3; ++i) get(p.port, "/n" + std::to_string(i) + "?status=20" + std::to_string(i));
+    std::this_thread::sleep_for(100ms);
+    auto denied = run_curl({"-w", "%{http_code}", "-o", "/dev/null", admin + "/exchanges"});
+    CHECK(denied.out == "401");
+    auto wrong = run_curl(
+        {"-w", "%{http_code}", "-o", "/dev/null", "-H", "Authorization: Bearer nope", admin + "/metrics"});
+    CHECK(wrong.out == "401");
+    CHECK(run_curl({"-w", "%{http_code}", "-o", "/dev/null", admin + "/health"}).out == "200");
+    auto list = json::parse(
+        run_curl({"-H", "Authorization: Bearer s3cret-admin-token", admin + "/exchanges?limit=2"}).out);
+    REQUIRE(list.size() == 2);
+    CHECK(list[0]["target"] == "/n3?status=203");
+    CHECK(list[0]["status"] == 203);
+    CHECK(list[1]["target"] == "/n2?status=202");
+    CHECK(list[0]["id"].get<int>() > list[1]["id"].get<int>());
+    CHECK(list[0]["upstream"] == echo_url(*e));
+  }
 }
