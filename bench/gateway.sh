@@ -25,6 +25,7 @@ done
 [[ -x $RPROXY ]] || { echo "bench/gateway.sh: no rproxy binary at $RPROXY (build first or pass --rproxy)" >&2; exit 2; }
 
 WORK=$(mktemp -d /tmp/rproxy-gateway-bench.XXXXXX)
+chmod 755 "$WORK"  # nginx workers run as www-data when started as root
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
@@ -55,7 +56,7 @@ paths() { printf '  access_log off;\n  client_body_temp_path %s/cb;\n  proxy_tem
   echo "  proxy_cache_path $WORK/ng/cache keys_zone=c:10m;"
   echo "  upstream backend { server 127.0.0.1:$P_UP; keepalive 64; }"
   echo "  server { listen 127.0.0.1:$P_NG backlog=4096;"
-  echo "    gzip on; gzip_comp_level 6; gzip_types text/html; gzip_proxied any; gzip_vary on;"
+  echo "    gzip on; gzip_comp_level 6; gzip_proxied any; gzip_vary on;"
   echo "    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
   echo "  server { listen 127.0.0.1:$P_NGC backlog=4096;"
   echo "    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\";"
@@ -66,13 +67,15 @@ NGINX=$(command -v nginx)
 "$NGINX" -p "$WORK/up" -c "$WORK/up/nginx.conf" -g 'daemon off;' 2>"$WORK/up.err" & PIDS+=($!)
 "$NGINX" -p "$WORK/ng" -c "$WORK/ng/nginx.conf" -g 'daemon off;' 2>"$WORK/ng.err" & PIDS+=($!)
 UP="http://127.0.0.1:$P_UP"
-echo '{"version": 1, "stages": [{"type": "compress", "params": {"encodings": ["gzip"], "gzip_level": 6}}]}' >"$WORK/gzip.json"
+echo "{\"version\": 1, \"routes\": [{\"upstreams\": [\"$UP\"]}],
+       \"stages\": [{\"type\": \"compress\", \"params\": {\"encodings\": [\"gzip\"], \"gzip_level\": 6}}]}" >"$WORK/gzip.json"
 "$RPROXY" serve --quiet --workers 1 --listen "127.0.0.1:$P_RP" --to "$UP" 2>"$WORK/rp.err" & PIDS+=($!)
-"$RPROXY" serve --quiet --workers 1 --listen "127.0.0.1:$P_RPZ" --to "$UP" --scenario "$WORK/gzip.json" 2>"$WORK/rpz.err" & PIDS+=($!)
+"$RPROXY" serve --quiet --workers 1 --listen "127.0.0.1:$P_RPZ" --scenario "$WORK/gzip.json" 2>"$WORK/rpz.err" & PIDS+=($!)
 "$RPROXY" serve --quiet --workers 1 --listen "127.0.0.1:$P_RPC" --to "$UP" --cache 2>"$WORK/rpc.err" & PIDS+=($!)
-sleep 1
+for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$P_UP/page.html" && break; sleep 0.1; done
+sleep 0.5
 for p in $P_UP $P_NG $P_NGC $P_RP $P_RPZ $P_RPC; do
-  curl -sf -o /dev/null "http://127.0.0.1:$p/page.html" || { echo "bench/gateway.sh: port $p does not answer" >&2; cat "$WORK"/*.err >&2; exit 1; }
+  curl -sf -o /dev/null "http://127.0.0.1:$p/page.html" || { echo "bench/gateway.sh: port $p does not answer" >&2; cat "$WORK"/*.err "$WORK"/*/error.log >&2; exit 1; }
 done
 # The compressing targets really compress, and the caches really hit.
 for p in $P_NG $P_RPZ; do

@@ -2,6 +2,7 @@
 // and the choice of which media types are worth compressing.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -30,7 +31,9 @@ class BodyEncoder {
   // make returns a passthrough encoder for Identity. level: gzip 1-9, brotli 0-11, -1 for the default (gzip
   // 6; brotli 4, since brotli's own default of 11 is far too slow for a proxy); ignored for Identity. Throws
   // std::invalid_argument for a level out of range and std::runtime_error if the compressor cannot start.
-  static std::unique_ptr<BodyEncoder> make(ContentCoding coding, int level = -1);
+  // size_hint: the body's length when known (0 = unknown); smaller windows for small bodies make
+  // compressing them several times cheaper without costing ratio (the window never needs to exceed the body).
+  static std::unique_ptr<BodyEncoder> make(ContentCoding coding, int level = -1, std::uint64_t size_hint = 0);
 
   BodyEncoder(const BodyEncoder&) = delete;
   BodyEncoder& operator=(const BodyEncoder&) = delete;

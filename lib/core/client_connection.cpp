@@ -347,14 +347,15 @@ struct ClientConnection::Impl {
 
   // start_encoder makes the encoder a response stage asked for, when the final head still says that coding
   // (a later stage may have answered instead, or removed the header); false (logged) when it cannot start.
-  bool start_encoder(const std::string& content_coding, int level, const Headers& final_headers) {
+  bool start_encoder(const std::string& content_coding, int level, const Headers& final_headers,
+                     std::uint64_t size_hint) {
     encoder.reset();
     if (content_coding.empty()) return true;
     auto said = final_headers.get("Content-Encoding");
     if (!said || !iequals(*said, content_coding)) return true;
     try {
       auto coding = content_coding == "br" ? ContentCoding::Brotli : ContentCoding::Gzip;
-      encoder = BodyEncoder::make(coding, level);
+      encoder = BodyEncoder::make(coding, level, size_hint);
       return true;
     } catch (const std::exception& e) {
       log_line("rproxy: cannot start " + content_coding + " compression: " + e.what() +
@@ -1322,7 +1323,8 @@ struct ClientConnection::Impl {
     }
     if (replace) {
       drop_upstream();
-      if (!start_encoder(body.content_coding, body.coding_level, replace->headers))
+      if (!start_encoder(body.content_coding, body.coding_level, replace->headers,
+                         replace->body_file.empty() ? replace->body.size() : replace->body_file_size))
         replace->headers.remove("Content-Encoding");
       bool keep = co_await write_local_after_stages(ex, *replace, keep_alive, status, bytes_out);
       co_return finish(keep);
@@ -1344,7 +1346,8 @@ struct ClientConnection::Impl {
     resp = *ex.response;
     status = resp.status;
     if (resp_framing.kind != BodyFraming::Kind::None &&
-        !start_encoder(body.content_coding, body.coding_level, resp.headers))
+        !start_encoder(body.content_coding, body.coding_level, resp.headers,
+                       resp_framing.kind == BodyFraming::Kind::Length ? resp_framing.length : 0))
       resp.headers.remove("Content-Encoding");
 
     // Framing towards the client.
@@ -1529,7 +1532,9 @@ struct ClientConnection::Impl {
       r.status = ex.response->status;
       r.headers = ex.response->headers;
     }
-    if (!start_encoder(body.content_coding, body.coding_level, r.headers)) r.headers.remove("Content-Encoding");
+    if (!start_encoder(body.content_coding, body.coding_level, r.headers,
+                       r.body_file.empty() ? r.body.size() : r.body_file_size))
+      r.headers.remove("Content-Encoding");
     if (auto e = r.headers.get("X-Rproxy-Error")) error_code = std::string(*e);
     bool keep = co_await write_local_after_stages(ex, r, keep_alive, status, bytes_out);
     co_return keep;

@@ -435,3 +435,22 @@ TEST_CASE("default_compressible_types: text-like types in, already compressed ty
     CHECK_FALSE(is_compressible_type(type, d));
   }
 }
+
+TEST_CASE("body encoder: a size hint shrinks the window and stays correct even when the body is larger") {
+  std::mt19937 rng(7);
+  const std::string small = mixed_body(3000, rng);
+  const std::string large = mixed_body(200000, rng);
+  for (auto coding : {ContentCoding::Gzip, ContentCoding::Brotli}) {
+    CAPTURE(to_string(coding));
+    for (std::uint64_t hint : {std::uint64_t{1}, std::uint64_t{3000}, std::uint64_t{1} << 40}) {
+      CAPTURE(hint);
+      for (const auto* body : {&small, &large}) {
+        auto enc = BodyEncoder::make(coding, -1, hint);
+        std::string out;
+        enc->encode(*body, false, out);
+        enc->finish(out);
+        CHECK(decode_all(coding, out) == *body);
+      }
+    }
+  }
+}
