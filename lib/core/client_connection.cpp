@@ -364,10 +364,10 @@ struct ClientConnection::Impl {
     }
   }
 
-  bool encode_piece(const std::string& piece, bool end) {
+  bool encode_piece(const std::string& piece, bool end, bool flush = true) {
     encoded.clear();
     try {
-      if (!piece.empty()) encoder->encode(piece, !end, encoded);
+      if (!piece.empty()) encoder->encode(piece, !end && flush, encoded);
       if (end) encoder->finish(encoded);
       return true;
     } catch (const std::exception& e) {
@@ -378,13 +378,15 @@ struct ClientConnection::Impl {
 
   // Body bytes for the client pass through the encoder when there is one; each piece is flushed, so what
   // the upstream sent so far reaches the client now (streams and long polls are not held back).
-  awaitable<bool> write_body_piece(OutFraming f, const std::string& piece) {
+  // flush false: more body follows at once (buffered, or the end is next), so the compressor may keep
+  // what it has; a flush costs ratio and a deflate call.
+  awaitable<bool> write_body_piece(OutFraming f, const std::string& piece, bool flush = true) {
     if (!encoder) {
       bool ok = co_await write_piece(client, client_deadline, f, piece);
       co_return ok;
     }
     if (piece.empty()) co_return true;
-    if (!encode_piece(piece, false)) co_return false;
+    if (!encode_piece(piece, false, flush)) co_return false;
     bool ok = co_await write_piece(client, client_deadline, f, encoded);
     co_return ok;
   }
@@ -1783,7 +1785,9 @@ struct ClientConnection::Impl {
           slice_used += n;
         }
       } else {
-        if (!co_await write_body_piece(out, piece)) co_return StreamResult::ClientFailed;
+        const bool last = framing.kind == BodyFraming::Kind::Length && bytes_out + piece.size() >= framing.length;
+        const bool flush = !last && upstream->buf.empty();
+        if (!co_await write_body_piece(out, piece, flush)) co_return StreamResult::ClientFailed;
         bytes_out += piece.size();
       }
       if (cut) co_return StreamResult::Truncated;

@@ -50,8 +50,14 @@ void bump(Map& m, std::string_view route, std::string_view value) {
 
 void MetricsShard::record(const ExchangeSample& s) {
   std::lock_guard lock(mutex_);
-  auto& series = series_[{std::string(s.route), std::string(s.upstream), std::string(s.variant),
-                          status_class(s.status)}];
+  const int cls = status_class(s.status);
+  auto it = series_.find(std::make_tuple(s.route, s.upstream, s.variant, cls));
+  if (it == series_.end())
+    it = series_
+             .emplace(SeriesKey{std::string(s.route), std::string(s.upstream), std::string(s.variant), cls},
+                      Series{})
+             .first;
+  auto& series = it->second;
   ++series.requests;
   series.bytes_in += s.bytes_in;
   series.bytes_out += s.bytes_out;
@@ -60,9 +66,13 @@ void MetricsShard::record(const ExchangeSample& s) {
   auto bucket = std::lower_bound(kDurationBuckets.begin(), kDurationBuckets.end(), seconds);
   if (bucket != kDurationBuckets.end())
     ++series.buckets[static_cast<std::size_t>(bucket - kDurationBuckets.begin())];
-  auto& hist = latency_[{std::string(s.route), std::string(s.variant)}];
-  if (!hist) hist = std::make_unique<LatencyHistogram>();
-  hist->record_ms(s.duration_ms);
+  auto h = latency_.find(std::make_pair(s.route, s.variant));
+  if (h == latency_.end())
+    h = latency_
+            .emplace(std::make_pair(std::string(s.route), std::string(s.variant)),
+                     std::make_unique<LatencyHistogram>())
+            .first;
+  h->second->record_ms(s.duration_ms);
   bump(errors_, s.route, s.error);
   if (!s.fault.empty()) {
     std::string_view rest = s.fault;
@@ -76,24 +86,22 @@ void MetricsShard::record(const ExchangeSample& s) {
   }
   bump(replay_, s.route, s.replay);
   bump(cache_, s.route, s.cache);
-  RecentExchange r{s.id,
-                   s.start_ms,
-                   std::string(s.client_ip),
-                   std::string(s.method),
-                   std::string(s.target),
-                   std::string(s.route),
-                   std::string(s.upstream),
-                   std::string(s.variant),
-                   std::string(s.error),
-                   std::string(s.fault),
-                   s.status,
-                   s.duration_ms,
-                   s.bytes_out};
-  if (recent_.size() < kRecent) {
-    recent_.push_back(std::move(r));
-  } else {
-    recent_[recent_next_] = std::move(r);
-  }
+  // The ring's entries are overwritten in place: once it is full their strings' capacity is reused.
+  if (recent_.size() < kRecent) recent_.emplace_back();
+  auto& r = recent_[recent_next_];
+  r.id = s.id;
+  r.start_ms = s.start_ms;
+  r.client_ip.assign(s.client_ip);
+  r.method.assign(s.method);
+  r.target.assign(s.target);
+  r.route.assign(s.route);
+  r.upstream.assign(s.upstream);
+  r.variant.assign(s.variant);
+  r.error.assign(s.error);
+  r.fault.assign(s.fault);
+  r.status = s.status;
+  r.duration_ms = s.duration_ms;
+  r.bytes_out = s.bytes_out;
   recent_next_ = (recent_next_ + 1) % kRecent;
 }
 

@@ -15,6 +15,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "core/latency_histogram.hpp"
@@ -56,6 +57,31 @@ struct RecentExchange {
 inline constexpr std::array<double, 14> kDurationBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                                             0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 
+// ViewLess orders tuples and pairs of strings by their characters, so map keys of std::string can be found
+// with keys of std::string_view (no allocation per lookup on the hot path).
+struct ViewLess {
+  using is_transparent = void;
+  template <typename T>
+  static auto view_of(const T& v) {
+    if constexpr (std::is_convertible_v<const T&, std::string_view>)
+      return std::string_view(v);
+    else
+      return v;
+  }
+  template <typename... T>
+  static auto views(const std::tuple<T...>& t) {
+    return std::apply([](const auto&... x) { return std::make_tuple(view_of(x)...); }, t);
+  }
+  template <typename A, typename B>
+  static auto views(const std::pair<A, B>& p) {
+    return std::make_pair(view_of(p.first), view_of(p.second));
+  }
+  template <typename L, typename R>
+  bool operator()(const L& l, const R& r) const {
+    return views(l) < views(r);
+  }
+};
+
 class MetricsShard {
  public:
   void record(const ExchangeSample& s);
@@ -73,9 +99,9 @@ class MetricsShard {
   };
   using LabelKey = std::pair<std::string, std::string>;  // route, label value
   std::mutex mutex_;
-  std::map<SeriesKey, Series> series_;
+  std::map<SeriesKey, Series, ViewLess> series_;  // std::less<>: found by string_views, no allocation
   // Quantiles per route and variant for the summary table.
-  std::map<std::pair<std::string, std::string>, std::unique_ptr<LatencyHistogram>> latency_;
+  std::map<std::pair<std::string, std::string>, std::unique_ptr<LatencyHistogram>, ViewLess> latency_;
   std::map<LabelKey, std::uint64_t> errors_;  // cause
   std::map<LabelKey, std::uint64_t> faults_;  // rule
   std::map<LabelKey, std::uint64_t> replay_;  // hit/miss
