@@ -37,12 +37,7 @@ std::string ok_response(const std::string& body) {
 }
 
 std::unique_ptr<EchoServer> echo_on(std::uint16_t port, const std::string& name) {
-  EchoOptions o;
-  o.port = port;
-  o.name = name;
-  auto e = std::make_unique<EchoServer>(o);
-  e->start();
-  return e;
+  return start_echo(name, "127.0.0.1", port);
 }
 
 }  // namespace

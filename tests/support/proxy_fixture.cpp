@@ -63,10 +63,11 @@ void ProxyFixture::stop() {
   server_->wait();
 }
 
-std::unique_ptr<EchoServer> start_echo(const std::string& name, const std::string& host) {
+std::unique_ptr<EchoServer> start_echo(const std::string& name, const std::string& host, std::uint16_t port) {
   EchoOptions o;
   o.name = name;
   o.host = host;
+  o.port = port;
   auto e = std::make_unique<EchoServer>(o);
   e->start();
   return e;

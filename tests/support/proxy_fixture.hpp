@@ -47,8 +47,10 @@ class ProxyFixture {
   bool stopped_ = false;
 };
 
-// start_echo starts an in-process echo upstream named name on 127.0.0.1:0.
-std::unique_ptr<EchoServer> start_echo(const std::string& name = "echo", const std::string& host = "127.0.0.1");
+// start_echo starts an in-process echo upstream named name on 127.0.0.1 (port 0: a free one).
+// port 0 picks a free one; a given port brings an upstream back where one was (a restarted dev server).
+std::unique_ptr<EchoServer> start_echo(const std::string& name = "echo", const std::string& host = "127.0.0.1",
+                                       std::uint16_t port = 0);
 inline std::string echo_url(const EchoServer& e) { return upstream_url(e.port(), e.options().host); }
 
 // TempDir is a fresh directory under $TMPDIR (or /tmp), removed with its contents on destruction.
