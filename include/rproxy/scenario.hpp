@@ -160,6 +160,13 @@ struct Route {
   bool operator==(const Route&) const = default;
 };
 
+// UnderscoreHeaders: what happens to request fields whose names contain "_". CGI-style backends (PHP,
+// WSGI, Rack) read X_Auth and X-Auth as the same HTTP_X_AUTH, so a client could pass a field a stage or an
+// edge check strips. Drop is nginx's default (underscores_in_headers off), Reject Envoy's edge profile.
+enum class UnderscoreHeaders { Drop, Reject, Allow };
+std::string to_string(UnderscoreHeaders u);  // "drop", "reject", "allow"
+std::optional<UnderscoreHeaders> parse_underscore_headers(std::string_view text);
+
 struct Limits {
   std::uint32_t max_conns = 1024;
   std::uint64_t max_body = 0;  // 0 = unlimited
@@ -168,6 +175,7 @@ struct Limits {
   Millis idle_timeout{75000};
   Millis write_timeout{30000};
   Millis drain_timeout{30000};
+  UnderscoreHeaders underscore_headers = UnderscoreHeaders::Drop;
   bool operator==(const Limits&) const = default;
 };
 

@@ -853,6 +853,25 @@ struct ClientConnection::Impl {
       strip_connection_options(req.headers);
       if (upgrade) req.headers.set("Upgrade", std::move(upgrade_protocol));
     }
+    if (limits().underscore_headers != UnderscoreHeaders::Allow) {
+      auto& fields = req.headers.fields();
+      auto underscored = [](const Header& h) { return h.name.find('_') != std::string::npos; };
+      auto first = std::find_if(fields.begin(), fields.end(), underscored);
+      if (first != fields.end() && limits().underscore_headers == UnderscoreHeaders::Reject) {
+        std::string msg = "field name " + first->name + " contains \"_\" (limits.underscore_headers is reject)";
+        ex.request = std::move(req);
+        status = 400;
+        error_code = cause::kBadRequest;
+        log_line("rproxy: 400 from " + client_ip + ": " + msg);
+        {
+          auto err = error_response(400, cause::kBadRequest, msg);
+          co_await send_local(ex, err, false, bytes_out);
+        }
+        co_await lingering_close();
+        co_return finish(false);
+      }
+      fields.erase(std::remove_if(first, fields.end(), underscored), fields.end());
+    }
 
     // Expect (RFC 9110 §10.1.1): only 100-continue is known; rproxy sends the 100 itself.
     bool expect_continue = false;

@@ -52,7 +52,7 @@ const KeyTable& key_table() {
         "routes"}},
       {"limits",
        {"max_conns", "max_body", "head_timeout", "body_timeout", "idle_timeout", "write_timeout",
-        "drain_timeout"}},
+        "drain_timeout", "underscore_headers"}},
       {"access_log", {"path", "format"}},
       {"tls", {"cert", "key", "redirect_http"}},
       {"stage", {"type", "name", "params"}},
@@ -473,6 +473,12 @@ Limits read_limits(Reader& r, const json& v, const std::string& path) {
     with_member(v, key, path, [&, member = member](const json& m, const std::string& p) {
       if (auto d = r.duration(m, p)) limits.*member = *d;
     });
+  with_member(v, "underscore_headers", path, [&](const json& m, const std::string& p) {
+    if (auto mode = parse_underscore_headers(m.is_string() ? m.get<std::string>() : std::string()))
+      limits.underscore_headers = *mode;
+    else
+      r.fail(p, "must be \"drop\", \"reject\" or \"allow\", got " + json_describe(m));
+  });
   return limits;
 }
 
@@ -815,8 +821,9 @@ class Validator {
         continue;
       }
       if (value != "*" && !is_valid_field_value(value)) report(item, "value contains a control character");
-      auto dup =
-          std::find_if(seen.begin(), seen.end(), [&](const std::string& s) { return iequals(s, name); });
+      // An init-capture: clang 14 (scripts/fuzz.sh) cannot capture a structured binding itself.
+      auto dup = std::find_if(seen.begin(), seen.end(),
+                              [&name = name](const std::string& s) { return iequals(s, name); });
       if (dup != seen.end())
         report(item, "same header as " + quote(*dup) + " (names are case-insensitive)");
       else
@@ -1143,7 +1150,8 @@ json scenario_to_json(const Scenario& s) {
         {"body_timeout", format_duration(s.limits.body_timeout)},
         {"idle_timeout", format_duration(s.limits.idle_timeout)},
         {"write_timeout", format_duration(s.limits.write_timeout)},
-        {"drain_timeout", format_duration(s.limits.drain_timeout)}}},
+        {"drain_timeout", format_duration(s.limits.drain_timeout)},
+        {"underscore_headers", to_string(s.limits.underscore_headers)}}},
       {"access_log", {{"path", s.access_log.path}, {"format", s.access_log.format}}},
       {"report", s.report},
       {"stages", stages_to_json(s.stages)},

@@ -385,6 +385,24 @@ std::optional<Balance> parse_balance(std::string_view text) {
   return std::nullopt;
 }
 
+std::string to_string(UnderscoreHeaders u) {
+  switch (u) {
+    case UnderscoreHeaders::Drop:
+      return "drop";
+    case UnderscoreHeaders::Reject:
+      return "reject";
+    case UnderscoreHeaders::Allow:
+      return "allow";
+  }
+  return "drop";
+}
+
+std::optional<UnderscoreHeaders> parse_underscore_headers(std::string_view text) {
+  for (auto u : {UnderscoreHeaders::Drop, UnderscoreHeaders::Reject, UnderscoreHeaders::Allow})
+    if (text == to_string(u)) return u;
+  return std::nullopt;
+}
+
 std::string to_string(HostHeader h) {
   return h == HostHeader::Upstream ? "upstream" : "preserve";
 }

@@ -736,6 +736,14 @@ TEST_CASE("scenario: workers and limits are range checked") {
                             });
   doc["limits"] = {{"max_body", 4096}};
   CHECK(rproxy::scenario_from_json(doc).limits.max_body == 4096);
+  CHECK(rproxy::scenario_from_json(doc).limits.underscore_headers == rproxy::UnderscoreHeaders::Drop);
+  doc["limits"] = {{"underscore_headers", "reject"}};
+  auto rejecting = rproxy::scenario_from_json(doc);
+  CHECK(rejecting.limits.underscore_headers == rproxy::UnderscoreHeaders::Reject);
+  CHECK(rproxy::scenario_to_json(rejecting)["limits"]["underscore_headers"] == "reject");
+  doc["limits"] = {{"underscore_headers", "Drop"}};
+  CHECK(problems_of(doc) ==
+        Problems{R"(limits.underscore_headers: must be "drop", "reject" or "allow", got "Drop")"});
 }
 
 TEST_CASE("scenario: validate_scenario checks scenarios built in code") {
