@@ -64,6 +64,7 @@ constexpr const char* kBodyTooLarge = "request_body_too_large";
 constexpr const char* kBadRequest = "bad_request";
 constexpr const char* kTimeout = "request_timeout";
 constexpr const char* kExpectation = "expectation_failed";
+constexpr const char* kLoop = "loop_detected";
 }  // namespace cause
 
 LocalResponse error_response(int status, const std::string& code, const std::string& message) {
@@ -852,6 +853,20 @@ struct ClientConnection::Impl {
       std::string upgrade_protocol = upgrade ? req.headers.joined("Upgrade") : std::string();
       strip_connection_options(req.headers);
       if (upgrade) req.headers.set("Upgrade", std::move(upgrade_protocol));
+    }
+    if (via_hops(req.headers) >= kMaxViaHops) {
+      ex.request = std::move(req);
+      status = 508;
+      error_code = cause::kLoop;
+      log_line("rproxy: 508 from " + client_ip + ": the request already passed through rproxy " +
+               std::to_string(kMaxViaHops) + " times (Via); an upstream leads back to a listener");
+      {
+        auto err = error_response(508, cause::kLoop, "the request went through rproxy " +
+                                                         std::to_string(kMaxViaHops) + " times (see Via)");
+        co_await send_local(ex, err, false, bytes_out);
+      }
+      co_await lingering_close();
+      co_return finish(false);
     }
     if (limits().underscore_headers != UnderscoreHeaders::Allow) {
       auto& fields = req.headers.fields();

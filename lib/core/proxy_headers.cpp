@@ -37,6 +37,22 @@ std::string host_header_value(const Url& url) {
   return url.host;
 }
 
+std::size_t via_hops(const Headers& headers) {
+  std::size_t n = 0;
+  for (const auto& h : headers) {
+    if (!iequals(h.name, "Via")) continue;
+    for (auto entry : split_list(h.value)) {
+      // received-protocol RWS received-by [ RWS comment ]
+      auto sp = entry.find(' ');
+      if (sp == std::string_view::npos) continue;
+      auto by = entry.substr(sp + 1);
+      by = by.substr(0, by.find(' '));
+      if (by == kViaPseudonym) ++n;
+    }
+  }
+  return n;
+}
+
 void prepare_upstream_request(RequestHead& head, const ForwardContext& ctx) {
   std::string upgrade;
   if (ctx.upgrade) upgrade = head.headers.joined("Upgrade");

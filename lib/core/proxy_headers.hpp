@@ -37,4 +37,10 @@ void prepare_client_response(ResponseHead& head, bool upgrade);
 // The pseudonym rproxy adds in Via.
 inline constexpr const char* kViaPseudonym = "rproxy";
 
+// via_hops counts the Via entries rproxy added (received-by kViaPseudonym) on a request's way here.
+std::size_t via_hops(const Headers& headers);
+// A request that passed through rproxy this often is going round in circles (an upstream that leads back
+// to a listener, maybe through other proxies): it gets 508 before it can take every connection.
+inline constexpr std::size_t kMaxViaHops = 8;
+
 }  // namespace rproxy

@@ -850,6 +850,9 @@ class Validator {
         report(item + ".weight", "only used with \"balance\": \"weighted\" (this route balances " +
                                      to_string(route.balance) + ")");
       if (broken(item + ".url")) continue;
+      if (auto l = own_listener(up.url))
+        report(item, up.url.text + " is rproxy's own listener (listeners[" + std::to_string(*l) +
+                         "]): every request would come back to rproxy in a loop");
       for (std::size_t j = 0; j < i; ++j) {
         const auto& other = route.upstreams[j].url;
         // Differently named upstreams may share a URL (two variants on one backend during a rollout).
@@ -880,6 +883,19 @@ class Validator {
     positive(route.connect_timeout, path + ".connect_timeout");
     positive(route.read_timeout, path + ".read_timeout");
     check_stages(route.stages, path + ".stages", global_names, &route);
+  }
+
+  // own_listener: the listener an upstream URL would reach on this machine, if any (same port, and a host
+  // the listener answers on: its own, or any loopback one when it listens on loopback or everywhere).
+  std::optional<std::size_t> own_listener(const Url& url) const {
+    if (!scenario_) return std::nullopt;
+    for (std::size_t i = 0; i < scenario_->listeners.size(); ++i) {
+      const auto& l = scenario_->listeners[i];
+      if (l.port == 0 || l.port != url.port) continue;
+      bool everywhere = l.host == "0.0.0.0" || l.host == "::";
+      if (url.host == l.host || (is_loopback_host(url.host) && (everywhere || is_loopback_host(l.host)))) return i;
+    }
+    return std::nullopt;
   }
 
   // A route whose pipeline holds a stage that answers every request itself needs no upstream.

@@ -620,6 +620,23 @@ TEST_SUITE("conformance") {
     CHECK(other.connections() == 0);
   }
 
+  TEST_CASE("conformance row 43: a request that went round through rproxy 8 times gets 508") {
+    std::string seven;
+    for (int i = 0; i < 7; ++i) seven += (i ? ", " : "") + "1.1 rproxy"s;
+    {
+      Rig rig;
+      expect_rejected(rig, get("Via: " + seven + ", 1.1 rproxy (loop)\r\n") + kGood, {508});
+      expect_rejected(rig, get("Via: 1.0 rproxy\r\nVia: " + seven + "\r\n") + kGood, {508});
+    }
+    // Seven hops, or other proxies' entries, are not a loop.
+    auto e = start_echo();
+    ProxyFixture proxy(make_scenario({make_route({echo_url(*e)})}));
+    for (const auto& via : {seven, "1.1 a, 1.1 b, 1.1 c, 1.1 d, 1.1 e, 1.1 f, 1.1 g, 1.1 h, 1.1 rproxy-other"s}) {
+      auto r = fetch(proxy.port(), get("Via: " + via + "\r\n"));
+      CHECK(r.status == 200);
+    }
+  }
+
   TEST_CASE("conformance row 43: listeners default to loopback and a bare port means loopback") {
     auto s = scenario_from_json(nlohmann::json::parse(R"({"version": 1, "routes": [{"upstreams": ["http://127.0.0.1:9"]}]})"));
     REQUIRE(s.listeners.size() == 1);

@@ -746,6 +746,20 @@ TEST_CASE("scenario: workers and limits are range checked") {
         Problems{R"(limits.underscore_headers: must be "drop", "reject" or "allow", got "Drop")"});
 }
 
+TEST_CASE("scenario: an upstream that is rproxy's own listener is refused") {
+  json doc = minimal_doc();
+  doc["listeners"] = {"127.0.0.1:8080", "0.0.0.0:9000"};
+  doc["routes"] = {{{"upstreams", {"http://localhost:8080", "http://127.0.0.1:9000", "http://127.0.0.1:8081",
+                                   "http://10.1.2.3:8080"}}}};
+  CHECK(problems_of(doc) ==
+        Problems{
+            "routes[0].upstreams[0]: http://localhost:8080 is rproxy's own listener (listeners[0]): every request "
+            "would come back to rproxy in a loop",
+            "routes[0].upstreams[1]: http://127.0.0.1:9000 is rproxy's own listener (listeners[1]): every request "
+            "would come back to rproxy in a loop",
+        });
+}
+
 TEST_CASE("scenario: validate_scenario checks scenarios built in code") {
   Scenario s;  // as a subcommand would start: defaults, no routes
   CHECK(rproxy::validate_scenario(s) == Problems{"routes: at least one route is required"});
