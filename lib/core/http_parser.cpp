@@ -51,18 +51,25 @@ struct HeadScan {
   enum class Step { Line, End, Incomplete, BadLineEnd };
   std::string_view data;
   std::size_t pos = 0;
+  std::size_t bad_at = 0;  // BadLineEnd: offset of the byte revealing it (a bare LF, or what follows a CR)
 
   Step next(std::string_view& line) {
     auto lf = data.find('\n', pos);
     auto cr = data.find('\r', pos);
     if (cr != std::string_view::npos && (lf == std::string_view::npos || cr < lf)) {
       if (cr + 1 >= data.size()) return Step::Incomplete;
-      if (data[cr + 1] != '\n') return Step::BadLineEnd;
+      if (data[cr + 1] != '\n') {
+        bad_at = cr + 1;
+        return Step::BadLineEnd;
+      }
       line = data.substr(pos, cr - pos);
       pos = cr + 2;
       return line.empty() ? Step::End : Step::Line;
     }
-    if (lf != std::string_view::npos) return Step::BadLineEnd;
+    if (lf != std::string_view::npos) {
+      bad_at = lf;
+      return Step::BadLineEnd;
+    }
     return Step::Incomplete;
   }
 };
@@ -106,11 +113,25 @@ void scan_head(std::string_view data, const ParseLimits& limits, int error_statu
   std::string_view line;
   bool have_start = false;
   std::size_t fields = 0;
+  // Refuses to wait for ever on an incomplete head of `size` bytes that is already over a limit.
+  auto over_limit = [&](std::size_t size) {
+    if (!have_start && size - skipped > limits.max_request_line + 1) {
+      fail(r, error_status == 400 ? 414 : error_status, "request line too long");
+      return true;
+    }
+    if (size - skipped > limits.max_head_bytes) {
+      fail(r, error_status == 400 ? 431 : error_status, "header section too large");
+      return true;
+    }
+    return false;
+  };
   while (true) {
     auto step = scan.next(line);
     if (step == HeadScan::Step::Incomplete) break;
     if (step == HeadScan::Step::BadLineEnd) {
-      fail(r, error_status, "bare CR or LF line ending in message head");
+      // A reader given the input in pieces has already seen the bytes before the bad line end as an
+      // incomplete head; if those were over a limit it answered 414/431, so the whole input must too.
+      if (!over_limit(scan.bad_at)) fail(r, error_status, "bare CR or LF line ending in message head");
       return;
     }
     if (!have_start) {
@@ -151,12 +172,7 @@ void scan_head(std::string_view data, const ParseLimits& limits, int error_statu
       return;
     }
   }
-  // Incomplete: refuse to wait for ever on something already over a limit.
-  if (!have_start && data.size() - skipped > limits.max_request_line + 1) {
-    fail(r, error_status == 400 ? 414 : error_status, "request line too long");
-  } else if (data.size() - skipped > limits.max_head_bytes) {
-    fail(r, error_status == 400 ? 431 : error_status, "header section too large");
-  }
+  over_limit(data.size());
 }
 
 // Percent-encoding is checked in the path only: routing and prefix stripping read the path, while the

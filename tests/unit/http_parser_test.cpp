@@ -797,6 +797,13 @@ TEST_CASE("parser: long request line is 414 even while incomplete (row 26)") {
     // Without any line end: must not stay Incomplete forever.
     check_request("GET /" + std::string(200, 'a'), 414, lim);
   }
+  SUBCASE("a too long line ending in a bare LF is 414 however it is split (found by fuzz_request_parser)") {
+    check_request("GET /" + std::string(9000, 'a') + " HTTP/1.1\nHost: a\n\n", 414, def, 97);
+    ParseLimits lim;
+    lim.max_request_line = 64;
+    check_request("GET /" + std::string(100, 'a') + "\n", 414, lim);
+    check_request("GET /" + std::string(100, 'a') + "\rX", 414, lim);
+  }
 }
 
 TEST_CASE("parser: oversized head is 431 even while incomplete (row 26)") {
