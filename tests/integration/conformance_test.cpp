@@ -49,7 +49,9 @@ std::string printable(std::string_view s) {
 
 enum class Delivery { Whole, ByteByByte };
 
-const char* delivery_name(Delivery d) { return d == Delivery::Whole ? "whole" : "byte by byte"; }
+const char* delivery_name(Delivery d) {
+  return d == Delivery::Whole ? "whole" : "byte by byte";
+}
 
 // deliver sends input on c. Byte by byte stops early once the proxy answered or closed: a proxy may
 // reject at the first bad byte, and what it does with bytes it never reads does not matter.
@@ -82,18 +84,25 @@ struct Rig {
   ProxyFixture proxy;
 };
 
+// answer_to delivers input on c and reads the answer, which must have one of statuses.
+HttpResponse answer_to(RawClient& c, const std::string& input, Delivery how,
+                       std::initializer_list<int> statuses) {
+  deliver(c, input, how);
+  auto r = c.read_response();
+  bool status_ok = false;
+  for (int s : statuses) status_ok = status_ok || r.status == s;
+  CHECK_MESSAGE(status_ok, "status " << r.status << ", head: " << printable(r.raw_head));
+  return r;
+}
+
 // expect_rejected: one of statuses, Connection: close, closed, a short explanation, nothing upstream.
 void expect_rejected(Rig& rig, const std::string& input, std::initializer_list<int> statuses,
                      std::initializer_list<Delivery> deliveries = {Delivery::Whole, Delivery::ByteByByte}) {
   for (auto how : deliveries) {
     INFO("input (" << delivery_name(how) << "): \"" << printable(input) << "\"");
     RawClient c(rig.proxy.port());
-    deliver(c, input, how);
-    auto r = c.read_response();
+    auto r = answer_to(c, input, how, statuses);
     INFO("response head: " << printable(r.raw_head));
-    bool status_ok = false;
-    for (int s : statuses) status_ok = status_ok || r.status == s;
-    CHECK_MESSAGE(status_ok, "status " << r.status);
     CHECK(r.complete);
     CHECK(r.header("Connection") == "close");
     CHECK(r.has_header("X-Rproxy-Error"));
@@ -116,7 +125,9 @@ void expect_all_rejected(const std::vector<std::string>& inputs, std::initialize
 std::string post(std::string_view fields, std::string_view body = "") {
   return "POST / HTTP/1.1\r\nHost: proxy.test\r\n"s + std::string(fields) + "\r\n" + std::string(body);
 }
-std::string get(std::string_view fields) { return "GET / HTTP/1.1\r\nHost: proxy.test\r\n"s + std::string(fields) + "\r\n"; }
+std::string get(std::string_view fields) {
+  return "GET / HTTP/1.1\r\nHost: proxy.test\r\n"s + std::string(fields) + "\r\n";
+}
 
 // A good request pipelined behind every bad one: it must never be answered or forwarded.
 const std::string kGood = "GET /good HTTP/1.1\r\nHost: proxy.test\r\n\r\n";
@@ -124,17 +135,14 @@ const std::string kGood = "GET /good HTTP/1.1\r\nHost: proxy.test\r\n\r\n";
 // expect_body_rejected: a request whose head is fine but whose body is malformed. Request bodies are
 // streamed, so the upstream may already have the head and the valid start of the body; it must never
 // receive a complete message (the final chunk) or any byte of the bad part, and its connection is closed.
-void expect_body_rejected(const std::string& input, std::initializer_list<int> statuses, std::string_view never_upstream) {
+void expect_body_rejected(const std::string& input, std::initializer_list<int> statuses,
+                          std::string_view never_upstream) {
   for (auto how : {Delivery::Whole, Delivery::ByteByByte}) {
     Rig rig({}, milliseconds(3000));
     INFO("input (" << delivery_name(how) << "): \"" << printable(input) << "\"");
     RawClient c(rig.proxy.port());
-    deliver(c, input, how);
-    auto r = c.read_response();
+    auto r = answer_to(c, input, how, statuses);
     INFO("response head: " << printable(r.raw_head));
-    bool status_ok = false;
-    for (int s : statuses) status_ok = status_ok || r.status == s;
-    CHECK_MESSAGE(status_ok, "status " << r.status);
     CHECK(r.header("Connection") == "close");
     CHECK(c.wait_closed());
     auto got = rig.up.received();
@@ -151,27 +159,33 @@ TEST_SUITE("conformance") {
   // ---- request framing (rows 1-8) ---------------------------------------------------------------------
 
   TEST_CASE("conformance row 1: CL.TE is 400 and close, CL 0 included") {
-    expect_all_rejected({post("Content-Length: 13\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\nSMUGGLED") + kGood,
-                         post("Content-Length: 0\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n") + kGood},
-                        {400});
+    expect_all_rejected(
+        {post("Content-Length: 13\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\nSMUGGLED") + kGood,
+         post("Content-Length: 0\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n") + kGood},
+        {400});
   }
 
   TEST_CASE("conformance row 2: TE before CL and TE with trailing space are 400") {
-    expect_all_rejected({post("Transfer-Encoding: chunked\r\nContent-Length: 13\r\n", "0\r\n\r\nSMUGGLED") + kGood,
-                         post("Transfer-Encoding: chunked \r\nContent-Length: 4\r\n", "0\r\n\r\n") + kGood},
-                        {400});
+    expect_all_rejected(
+        {post("Transfer-Encoding: chunked\r\nContent-Length: 13\r\n", "0\r\n\r\nSMUGGLED") + kGood,
+         post("Transfer-Encoding: chunked \r\nContent-Length: 4\r\n", "0\r\n\r\n") + kGood},
+        {400});
   }
 
   TEST_CASE("conformance row 3: differing or duplicate Content-Length is 400") {
-    expect_all_rejected({post("Content-Length: 0\r\nContent-Length: 31\r\n", "GET /evil HTTP/1.1\r\nHost: a\r\n\r\n"),
-                         post("Content-Length: 5\r\nContent-Length: 5\r\n", "hello") + kGood,
-                         post("Content-Length: 3, 3\r\n", "abc") + kGood},
-                        {400});
+    expect_all_rejected(
+        {post("Content-Length: 0\r\nContent-Length: 31\r\n", "GET /evil HTTP/1.1\r\nHost: a\r\n\r\n"),
+         post("Content-Length: 5\r\nContent-Length: 5\r\n", "hello") + kGood,
+         post("Content-Length: 3, 3\r\n", "abc") + kGood},
+        {400});
   }
 
   TEST_CASE("conformance row 4: invalid Content-Length values are 400") {
     std::vector<std::string> inputs;
-    for (std::string v : {"+3", "\x0c" "3", "0x10", "-1", "1_0", "", "18446744073709551616", "3 3", "1e3"})
+    for (std::string v : {"+3",
+                          "\x0c"
+                          "3",
+                          "0x10", "-1", "1_0", "", "18446744073709551616", "3 3", "1e3"})
       inputs.push_back(post("Content-Length: " + v + "\r\n", "abc") + kGood);
     expect_all_rejected(inputs, {400});
   }
@@ -184,32 +198,37 @@ TEST_SUITE("conformance") {
   }
 
   TEST_CASE("conformance row 6: repeated chunked is 400") {
-    expect_all_rejected({post("Transfer-Encoding: chunked, chunked\r\n", "0\r\n\r\n") + kGood,
-                         post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n") + kGood},
-                        {400});
+    expect_all_rejected(
+        {post("Transfer-Encoding: chunked, chunked\r\n", "0\r\n\r\n") + kGood,
+         post("Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n") + kGood},
+        {400});
   }
 
   TEST_CASE("conformance row 7: TE obfuscations are 400") {
     std::vector<std::string> inputs;
-    for (std::string line : {"Transfer-Encoding : chunked", "Transfer-Encoding:\tchunked\r\nContent-Length: 4",
-                             " Transfer-Encoding: chunked", "Transfer-Encoding: xchunked", "Transfer-Encoding: \"chunked\"",
-                             "Transfer-Encoding: chunk", "Transfer-Encoding: \x0b" "chunked", "Transfer\r-Encoding: chunked",
-                             "X: X\nTransfer-Encoding: chunked", "Transfer-Encoding: ,chunked"})
+    for (std::string line :
+         {"Transfer-Encoding : chunked", "Transfer-Encoding:\tchunked\r\nContent-Length: 4",
+          " Transfer-Encoding: chunked", "Transfer-Encoding: xchunked", "Transfer-Encoding: \"chunked\"",
+          "Transfer-Encoding: chunk",
+          "Transfer-Encoding: \x0b"
+          "chunked",
+          "Transfer\r-Encoding: chunked", "X: X\nTransfer-Encoding: chunked", "Transfer-Encoding: ,chunked"})
       inputs.push_back(post("Content-Length: 4\r\n" + line + "\r\n", "0\r\n\r\n") + kGood);
     expect_all_rejected(inputs, {400});
   }
 
   TEST_CASE("conformance row 8: TE in an HTTP/1.0 request is 400") {
-    expect_all_rejected({"POST / HTTP/1.0\r\nHost: proxy.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + kGood},
-                        {400});
+    expect_all_rejected(
+        {"POST / HTTP/1.0\r\nHost: proxy.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + kGood},
+        {400});
   }
 
   // ---- field syntax (rows 9-12) -------------------------------------------------------------------------
 
   TEST_CASE("conformance row 9: whitespace before the colon is 400") {
-    expect_all_rejected({"GET / HTTP/1.1\r\nHost : bob\r\n\r\n" + kGood,
-                         post("Content-Length : 5\r\n", "hello") + kGood},
-                        {400});
+    expect_all_rejected(
+        {"GET / HTTP/1.1\r\nHost : bob\r\n\r\n" + kGood, post("Content-Length : 5\r\n", "hello") + kGood},
+        {400});
   }
 
   TEST_CASE("conformance row 10: obs-fold is 400") {
@@ -219,15 +238,18 @@ TEST_SUITE("conformance") {
   }
 
   TEST_CASE("conformance row 11: bare CR, NUL, bare LF and lines without a colon are 400") {
-    expect_all_rejected({get("X-A: a\rb\r\n") + kGood, get("X-A: a\x00" "b\r\n"s) + kGood,
+    expect_all_rejected({get("X-A: a\rb\r\n") + kGood,
+                         get("X-A: a\x00"
+                             "b\r\n"s) +
+                             kGood,
                          "GET / HTTP/1.1\nHost: proxy.test\n\n" + kGood, get("X-A: 1\nX-B: 2\r\n") + kGood,
                          get("NoColonHere\r\n") + kGood},
                         {400});
   }
 
   TEST_CASE("conformance row 12: bad field names are 400") {
-    expect_all_rejected({get("Header\x85: 1\r\n") + kGood, get("</kie>: 1\r\n") + kGood, get(": x\r\n") + kGood,
-                         get("X\x01Y: 1\r\n") + kGood},
+    expect_all_rejected({get("Header\x85: 1\r\n") + kGood, get("</kie>: 1\r\n") + kGood,
+                         get(": x\r\n") + kGood, get("X\x01Y: 1\r\n") + kGood},
                         {400});
   }
 
@@ -236,8 +258,9 @@ TEST_SUITE("conformance") {
   TEST_CASE("conformance row 13: bad chunk sizes are 400, the upstream never gets a complete body") {
     for (std::string size : {"Z", "0x0", "-0", "+1", " 1", "1these-bytes-are-not-hex", "10000000000000001"}) {
       CAPTURE(size);
-      expect_body_rejected(post("Transfer-Encoding: chunked\r\n", "3\r\nabc\r\n" + size + "\r\nSMUGGLED\r\n0\r\n\r\n") + kGood,
-                           {400}, "SMUGGLED");
+      expect_body_rejected(
+          post("Transfer-Encoding: chunked\r\n", "3\r\nabc\r\n" + size + "\r\nSMUGGLED\r\n0\r\n\r\n") + kGood,
+          {400}, "SMUGGLED");
     }
   }
 
@@ -250,8 +273,9 @@ TEST_SUITE("conformance") {
   }
 
   TEST_CASE("conformance row 15: chunk data longer than its size is 400") {
-    expect_body_rejected(post("Transfer-Encoding: chunked\r\n", "4\r\nSEE-THIS-SMUGGLED\r\n0\r\n\r\n") + kGood, {400},
-                         "THIS-SMUGGLED");
+    expect_body_rejected(
+        post("Transfer-Encoding: chunked\r\n", "4\r\nSEE-THIS-SMUGGLED\r\n0\r\n\r\n") + kGood, {400},
+        "THIS-SMUGGLED");
   }
 
   TEST_CASE("conformance row 27: a body over max_body is 413 before it is read") {
@@ -283,7 +307,9 @@ TEST_SUITE("conformance") {
     CHECK(rig.up.received().find(std::string(1024, 'x')) == std::string::npos);
   }
 
-  TEST_CASE("conformance row 30: a body shorter than its length stalls into 408, the upstream connection is aborted") {
+  TEST_CASE(
+      "conformance row 30: a body shorter than its length stalls into 408, the upstream connection is "
+      "aborted") {
     Limits limits;
     limits.body_timeout = Millis(500);
     Rig rig(limits, milliseconds(3000));
@@ -407,18 +433,20 @@ TEST_SUITE("conformance") {
   TEST_CASE("conformance row 22: Connection-named and hop-by-hop fields never reach the upstream") {
     ScriptedUpstream up(UpstreamScript{.response = kOk});
     ProxyFixture proxy(make_scenario({make_route({up.url()})}));
-    auto r = fetch(proxy.port(),
-                   "GET /hop HTTP/1.1\r\nHost: proxy.test\r\nConnection: X-Internal-Auth, keep-alive, X-Foo\r\n"
-                   "Connection: X-Bar\r\nX-Internal-Auth: admin\r\nX-Foo: 1\r\nX-Bar: 2\r\nKeep-Alive: timeout=5\r\n"
-                   "Proxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X-T\r\nUpgrade: h2c\r\nX-Kept: yes\r\n\r\n");
+    auto r = fetch(
+        proxy.port(),
+        "GET /hop HTTP/1.1\r\nHost: proxy.test\r\nConnection: X-Internal-Auth, keep-alive, X-Foo\r\n"
+        "Connection: X-Bar\r\nX-Internal-Auth: admin\r\nX-Foo: 1\r\nX-Bar: 2\r\nKeep-Alive: timeout=5\r\n"
+        "Proxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X-T\r\nUpgrade: h2c\r\nX-Kept: "
+        "yes\r\n\r\n");
     REQUIRE(r.status == 200);
     REQUIRE(up.wait_for_heads(1, milliseconds(2000)));
     auto got = up.received();
     INFO("upstream received: " << printable(got));
     std::string lower;
     for (char ch : got) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-    for (std::string name : {"x-internal-auth", "x-foo", "x-bar", "keep-alive:", "proxy-connection", "\r\nte:",
-                             "trailer:", "upgrade:", "admin"}) {
+    for (std::string name : {"x-internal-auth", "x-foo", "x-bar", "keep-alive:", "proxy-connection",
+                             "\r\nte:", "trailer:", "upgrade:", "admin"}) {
       CAPTURE(name);
       CHECK(lower.find(name) == std::string::npos);
     }
@@ -428,8 +456,9 @@ TEST_SUITE("conformance") {
   TEST_CASE("conformance row 23: X-Forwarded-For is appended in order and Via is added") {
     auto e = start_echo();
     ProxyFixture proxy(make_scenario({make_route({echo_url(*e)})}));
-    auto r = fetch(proxy.port(), "GET / HTTP/1.1\r\nHost: proxy.test\r\nX-Forwarded-For: 1.2.3.4\r\n"
-                                 "X-Forwarded-For: 5.6.7.8, 9.9.9.9\r\nVia: 1.1 edge\r\n\r\n");
+    auto r = fetch(proxy.port(),
+                   "GET / HTTP/1.1\r\nHost: proxy.test\r\nX-Forwarded-For: 1.2.3.4\r\n"
+                   "X-Forwarded-For: 5.6.7.8, 9.9.9.9\r\nVia: 1.1 edge\r\n\r\n");
     REQUIRE(r.status == 200);
     auto doc = r.json();
     CHECK(echo_header_count(doc, "X-Forwarded-For") == 1);
@@ -493,7 +522,8 @@ TEST_SUITE("conformance") {
     std::string many;
     for (int i = 0; i < 101; ++i) many += "X-F" + std::to_string(i) + ": v\r\n";
     std::string big_head;
-    for (int i = 0; i < 5; ++i) big_head += "X-Big" + std::to_string(i) + ": " + std::string(7000, 'b') + "\r\n";
+    for (int i = 0; i < 5; ++i)
+      big_head += "X-Big" + std::to_string(i) + ": " + std::string(7000, 'b') + "\r\n";
     Rig rig;
     // Whole only: byte by byte would take thousands of writes, and the parser test covers their splits.
     expect_rejected(rig, "GET /" + std::string(9000, 'a') + " HTTP/1.1\r\nHost: proxy.test\r\n\r\n", {414},
@@ -529,10 +559,12 @@ TEST_SUITE("conformance") {
   }
 
   TEST_CASE("conformance row 36: bad response framing is 502 and split bytes never reach the client") {
-    for (std::string response :
-         {"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nok", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 30\r\n\r\nok",
-          "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n0\r\n\r\nHTTP/1.1 200 Response splitting",
-          "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\nHTTP/1.1 200 Response splitting"}) {
+    for (std::string response : {"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nok",
+                                 "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 30\r\n\r\nok",
+                                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: "
+                                 "30\r\n\r\n0\r\n\r\nHTTP/1.1 200 Response splitting",
+                                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, "
+                                 "chunked\r\n\r\n0\r\n\r\nHTTP/1.1 200 Response splitting"}) {
       CAPTURE(printable(response));
       ScriptedUpstream up(UpstreamScript{.response = response, .exchanges = 2});
       ProxyFixture proxy(make_scenario({make_route({up.url()})}));
@@ -548,8 +580,9 @@ TEST_SUITE("conformance") {
   }
 
   TEST_CASE("conformance row 38: extra bytes after a body are dropped and that connection is not reused") {
-    for (std::string response : {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL",
-                                 "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"}) {
+    for (std::string response :
+         {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL",
+          "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"}) {
       CAPTURE(printable(response));
       ScriptedUpstream up(UpstreamScript{.response = response, .exchanges = 3});
       ProxyFixture proxy(make_scenario({make_route({up.url()})}));
@@ -564,7 +597,8 @@ TEST_SUITE("conformance") {
       CHECK(up.connections() == 3);
     }
     // A body on a response to HEAD.
-    ScriptedUpstream up(UpstreamScript{.response = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL", .exchanges = 2});
+    ScriptedUpstream up(
+        UpstreamScript{.response = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL", .exchanges = 2});
     ProxyFixture proxy(make_scenario({make_route({up.url()})}));
     RawClient c(proxy.port());
     c.send("HEAD / HTTP/1.1\r\nHost: proxy.test\r\n\r\n");
@@ -607,11 +641,12 @@ TEST_SUITE("conformance") {
     const std::string authority = "127.0.0.1:" + std::to_string(other.port());
     auto e = start_echo();
     ProxyFixture proxy(make_scenario({make_route({echo_url(*e)})}));
-    for (const std::string& req : std::vector<std::string>{"GET / HTTP/1.1\r\nHost: " + authority + "\r\n\r\n",
-                            "GET http://" + authority + "/ HTTP/1.1\r\nHost: " + authority + "\r\n\r\n",
-                            "GET http://169.254.169.254/latest/meta-data HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
-                            "GET http://localhost:" + std::to_string(proxy.port()) + "/ HTTP/1.1\r\nHost: localhost:" +
-                                std::to_string(proxy.port()) + "\r\n\r\n"}) {
+    for (const std::string& req : std::vector<std::string>{
+             "GET / HTTP/1.1\r\nHost: " + authority + "\r\n\r\n",
+             "GET http://" + authority + "/ HTTP/1.1\r\nHost: " + authority + "\r\n\r\n",
+             "GET http://169.254.169.254/latest/meta-data HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
+             "GET http://localhost:" + std::to_string(proxy.port()) +
+                 "/ HTTP/1.1\r\nHost: localhost:" + std::to_string(proxy.port()) + "\r\n\r\n"}) {
       CAPTURE(printable(req));
       auto r = fetch(proxy.port(), req);
       REQUIRE(r.status == 200);
@@ -631,19 +666,22 @@ TEST_SUITE("conformance") {
     // Seven hops, or other proxies' entries, are not a loop.
     auto e = start_echo();
     ProxyFixture proxy(make_scenario({make_route({echo_url(*e)})}));
-    for (const auto& via : {seven, "1.1 a, 1.1 b, 1.1 c, 1.1 d, 1.1 e, 1.1 f, 1.1 g, 1.1 h, 1.1 rproxy-other"s}) {
+    for (const auto& via :
+         {seven, "1.1 a, 1.1 b, 1.1 c, 1.1 d, 1.1 e, 1.1 f, 1.1 g, 1.1 h, 1.1 rproxy-other"s}) {
       auto r = fetch(proxy.port(), get("Via: " + via + "\r\n"));
       CHECK(r.status == 200);
     }
   }
 
   TEST_CASE("conformance row 43: listeners default to loopback and a bare port means loopback") {
-    auto s = scenario_from_json(nlohmann::json::parse(R"({"version": 1, "routes": [{"upstreams": ["http://127.0.0.1:9"]}]})"));
+    auto s = scenario_from_json(
+        nlohmann::json::parse(R"({"version": 1, "routes": [{"upstreams": ["http://127.0.0.1:9"]}]})"));
     REQUIRE(s.listeners.size() == 1);
     CHECK(s.listeners[0].host == "127.0.0.1");
     for (std::string listen : {"9000", ":9000"}) {
-      auto t = scenario_from_json(nlohmann::json::parse(R"({"version": 1, "listeners": [")" + listen +
-                                                        R"("], "routes": [{"upstreams": ["http://127.0.0.1:9"]}]})"));
+      auto t = scenario_from_json(
+          nlohmann::json::parse(R"({"version": 1, "listeners": [")" + listen +
+                                R"("], "routes": [{"upstreams": ["http://127.0.0.1:9"]}]})"));
       CHECK(t.listeners.at(0).host == "127.0.0.1");
     }
   }
