@@ -39,6 +39,10 @@ void CommonFlags::add_to(CLI::App& sub) {
       ->type_name("DURATION");
   sub.add_option("--drain-timeout", drain_timeout, "Graceful stop budget, default 30s [limits.drain_timeout]")
       ->type_name("DURATION");
+  sub.add_option("--underscore-headers", underscore_headers,
+                 "Request fields named with _ : drop (default), reject (400) or allow [limits.underscore_headers]")
+      ->check(CLI::IsMember({"drop", "reject", "allow"}))
+      ->type_name("MODE");
   sub.add_option("--access-log", access_log, "Access log file, or - for stderr [access_log.path]")->type_name("FILE|-");
   sub.add_option("--log-format", log_format, "text|json [access_log.format]")
       ->check(CLI::IsMember({"text", "json"}))->type_name("FORMAT");
@@ -359,6 +363,7 @@ Scenario CommonFlags::build() const {
   duration_of("--body-timeout", body_timeout, s.limits.body_timeout);
   duration_of("--write-timeout", write_timeout, s.limits.write_timeout);
   duration_of("--drain-timeout", drain_timeout, s.limits.drain_timeout);
+  if (underscore_headers) s.limits.underscore_headers = *parse_underscore_headers(*underscore_headers);
   if (access_log) s.access_log.path = *access_log;
   if (log_format) s.access_log.format = *log_format;
   if (seed) s.seed = *seed;

@@ -30,6 +30,7 @@ struct CommonFlags {
   std::optional<std::string> idle_timeout;
   std::optional<std::string> body_timeout;
   std::optional<std::string> write_timeout;
+  std::optional<std::string> underscore_headers;
   std::optional<std::string> drain_timeout;
   std::optional<std::string> access_log;
   std::optional<std::string> log_format;

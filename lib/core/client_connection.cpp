@@ -144,6 +144,7 @@ struct ClientConnection::Impl {
   std::string scheme;
   ListenerInfo listener;
   std::string client_ip;
+  bool logged_underscore = false;
   ByteBuffer in;  // client bytes read but not consumed
   Deadline client_deadline;
   Deadline upstream_deadline;
@@ -847,6 +848,32 @@ struct ClientConnection::Impl {
       return keep;
     };
 
+    // Before Connection is applied, so "Connection: X_A" cannot hide X_A from reject.
+    if (limits().underscore_headers != UnderscoreHeaders::Allow) {
+      auto& fields = req.headers.fields();
+      auto underscored = [](const Header& h) { return h.name.find('_') != std::string::npos; };
+      auto first = std::find_if(fields.begin(), fields.end(), underscored);
+      if (first != fields.end() && limits().underscore_headers == UnderscoreHeaders::Reject) {
+        std::string msg = "field name " + first->name + " contains \"_\" (limits.underscore_headers is reject)";
+        ex.request = std::move(req);
+        status = 400;
+        error_code = cause::kBadRequest;
+        log_line("rproxy: 400 from " + client_ip + ": " + msg);
+        {
+          auto err = error_response(400, cause::kBadRequest, msg);
+          co_await send_local(ex, err, false, bytes_out);
+        }
+        co_await lingering_close();
+        co_return finish(false);
+      }
+      if (first != fields.end() && !logged_underscore) {
+        // Once per connection: a developer whose API takes api_key-style fields sees why they vanish.
+        logged_underscore = true;
+        log_line("rproxy: dropped request field " + first->name + " from " + client_ip +
+                 " (names with \"_\" are dropped; limits.underscore_headers or --underscore-headers allow keeps them)");
+      }
+      fields.erase(std::remove_if(first, fields.end(), underscored), fields.end());
+    }
     // Fields the client lists in Connection are hop-by-hop: drop them now, before stages run, so a client
     // cannot use Connection to strip what a stage adds (or Host).
     {
@@ -867,25 +894,6 @@ struct ClientConnection::Impl {
       }
       co_await lingering_close();
       co_return finish(false);
-    }
-    if (limits().underscore_headers != UnderscoreHeaders::Allow) {
-      auto& fields = req.headers.fields();
-      auto underscored = [](const Header& h) { return h.name.find('_') != std::string::npos; };
-      auto first = std::find_if(fields.begin(), fields.end(), underscored);
-      if (first != fields.end() && limits().underscore_headers == UnderscoreHeaders::Reject) {
-        std::string msg = "field name " + first->name + " contains \"_\" (limits.underscore_headers is reject)";
-        ex.request = std::move(req);
-        status = 400;
-        error_code = cause::kBadRequest;
-        log_line("rproxy: 400 from " + client_ip + ": " + msg);
-        {
-          auto err = error_response(400, cause::kBadRequest, msg);
-          co_await send_local(ex, err, false, bytes_out);
-        }
-        co_await lingering_close();
-        co_return finish(false);
-      }
-      fields.erase(std::remove_if(first, fields.end(), underscored), fields.end());
     }
 
     // Expect (RFC 9110 §10.1.1): only 100-continue is known; rproxy sends the 100 itself.

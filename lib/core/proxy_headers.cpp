@@ -43,10 +43,11 @@ std::size_t via_hops(const Headers& headers) {
     if (!iequals(h.name, "Via")) continue;
     for (auto entry : split_list(h.value)) {
       // received-protocol RWS received-by [ RWS comment ]
-      auto sp = entry.find(' ');
+      auto sp = entry.find_first_of(" \t");
       if (sp == std::string_view::npos) continue;
-      auto by = entry.substr(sp + 1);
-      by = by.substr(0, by.find(' '));
+      auto by = entry.substr(sp);
+      by.remove_prefix(std::min(by.size(), by.find_first_not_of(" \t")));
+      by = by.substr(0, by.find_first_of(" \t"));
       if (by == kViaPseudonym) ++n;
     }
   }

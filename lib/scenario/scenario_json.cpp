@@ -885,15 +885,22 @@ class Validator {
     check_stages(route.stages, path + ".stages", global_names, &route);
   }
 
-  // own_listener: the listener an upstream URL would reach on this machine, if any (same port, and a host
-  // the listener answers on: its own, or any loopback one when it listens on loopback or everywhere).
+  // own_listener: the listener an upstream URL certainly reaches on this machine, if any: the same port and
+  // the same address; a wildcard listener (IPv6 ones are v6-only) and a loopback address of its family;
+  // or "localhost", which resolves to the loopback addresses of both families.
   std::optional<std::size_t> own_listener(const Url& url) const {
     if (!scenario_) return std::nullopt;
+    auto v6 = [](const std::string& h) { return h.find(':') != std::string::npos; };
+    auto wildcard = [](const std::string& h) { return h == "0.0.0.0" || h == "::" || h == "::0"; };
     for (std::size_t i = 0; i < scenario_->listeners.size(); ++i) {
       const auto& l = scenario_->listeners[i];
       if (l.port == 0 || l.port != url.port) continue;
-      bool everywhere = l.host == "0.0.0.0" || l.host == "::";
-      if (url.host == l.host || (is_loopback_host(url.host) && (everywhere || is_loopback_host(l.host)))) return i;
+      bool listens_loopback = wildcard(l.host) || is_loopback_host(l.host);
+      bool same = url.host == l.host || (iequals(l.host, "localhost") && url.host == "127.0.0.1");
+      bool via_wildcard = wildcard(l.host) && v6(l.host) == v6(url.host) &&
+                          (is_loopback_host(url.host) || wildcard(url.host)) && !iequals(url.host, "localhost");
+      bool via_localhost = iequals(url.host, "localhost") && listens_loopback;
+      if (same || via_wildcard || via_localhost) return i;
     }
     return std::nullopt;
   }

@@ -758,6 +758,12 @@ TEST_CASE("scenario: an upstream that is rproxy's own listener is refused") {
             "routes[0].upstreams[1]: http://127.0.0.1:9000 is rproxy's own listener (listeners[1]): every request "
             "would come back to rproxy in a loop",
         });
+  // Other families and other loopback addresses are other sockets: an IPv4-only app next to an IPv6 rproxy.
+  doc["listeners"] = {"[::]:8080", "127.0.0.1:9000"};
+  doc["routes"] = {{{"upstreams", {"http://127.0.0.1:8080", "http://[::1]:9000", "http://127.0.0.2:9000"}}}};
+  CHECK(problems_of(doc).empty());
+  doc["routes"] = {{{"upstreams", {"http://[::1]:8080", "http://localhost:9000"}}}};
+  CHECK(problems_of(doc).size() == 2);
 }
 
 TEST_CASE("scenario: validate_scenario checks scenarios built in code") {
