@@ -821,6 +821,12 @@ class Validator {
         continue;
       }
       if (value != "*" && !is_valid_field_value(value)) report(item, "value contains a control character");
+      if (name.find('_') != std::string::npos && scenario_ &&
+          scenario_->limits.underscore_headers != UnderscoreHeaders::Allow)
+        report(item, "never matches: request fields with \"_\" in the name are " +
+                         std::string(scenario_->limits.underscore_headers == UnderscoreHeaders::Drop ? "dropped"
+                                                                                                     : "rejected") +
+                         " (limits.underscore_headers is " + to_string(scenario_->limits.underscore_headers) + ")");
       // An init-capture: clang 14 (scripts/fuzz.sh) cannot capture a structured binding itself.
       auto dup = std::find_if(seen.begin(), seen.end(),
                               [&name = name](const std::string& s) { return iequals(s, name); });

@@ -746,6 +746,15 @@ TEST_CASE("scenario: workers and limits are range checked") {
         Problems{R"(limits.underscore_headers: must be "drop", "reject" or "allow", got "Drop")"});
 }
 
+TEST_CASE("scenario: a route matching a header named with _ is refused unless underscore_headers allows it") {
+  json doc = minimal_doc();
+  doc["routes"] = {{{"match", {{"headers", {{"X_Tenant", "a"}}}}}, {"upstreams", {"http://127.0.0.1:3000"}}}};
+  CHECK(problems_of(doc) == Problems{"routes[0].match.headers.X_Tenant: never matches: request fields with \"_\" in "
+                                     "the name are dropped (limits.underscore_headers is drop)"});
+  doc["limits"] = {{"underscore_headers", "allow"}};
+  CHECK(problems_of(doc).empty());
+}
+
 TEST_CASE("scenario: an upstream that is rproxy's own listener is refused") {
   json doc = minimal_doc();
   doc["listeners"] = {"127.0.0.1:8080", "0.0.0.0:9000"};
