@@ -108,6 +108,10 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
   sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // The watched file's stamp is taken before "listening on" is printed: a change made as soon as the
+  // address is known (a script, a test) must count as a change, not as the starting point.
+  const bool watching = !options.watch_file.empty();
+  FileStamp stamp = watching ? file_stamp(options.watch_file) : FileStamp{};
 
   std::unique_ptr<ProxyServer> server;
   try {
@@ -199,7 +203,6 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
   int sig = 0;
   // An access log on stderr would scroll the live view away, so one of them has to give.
   const bool live = !options.quiet && isatty(STDERR_FILENO) && scenario.access_log.path != "-";
-  const bool watching = !options.watch_file.empty();
   LiveView view;
   auto last_draw = std::chrono::steady_clock::now();
   std::uint64_t last_requests = 0;
@@ -228,7 +231,6 @@ int run_scenario(const Scenario& scenario, const RunOptions& options) {
       for (const auto& p : problems) std::cerr << "rproxy:   " << p << "\n";
     }
   };
-  FileStamp stamp = watching ? file_stamp(options.watch_file) : FileStamp{};
   bool settling = false;  // a change was seen: reload once the file settles
   auto settle = std::chrono::steady_clock::now();
   if (watching) std::cerr << "rproxy: watching " << options.watch_file << " (reloads when it changes; also on SIGHUP)\n";
