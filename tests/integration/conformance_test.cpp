@@ -20,6 +20,7 @@
 #include "support/proxy_fixture.hpp"
 #include "support/raw_client.hpp"
 #include "support/scripted_upstream.hpp"
+#include "support/test_bytes.hpp"
 
 using namespace rproxy;
 using namespace rproxy::test;
@@ -28,24 +29,6 @@ using namespace std::literals;
 namespace {
 
 const std::string kOk = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-
-std::string printable(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s.substr(0, 400)) {
-    if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c < 0x20 || c >= 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
 
 enum class Delivery { Whole, ByteByByte };
 

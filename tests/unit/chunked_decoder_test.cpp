@@ -10,33 +10,15 @@
 #include <vector>
 
 #include "rproxy/http_parser.hpp"
+#include "support/test_bytes.hpp"
 
 using namespace std::literals;
 using rproxy::ChunkedDecoder;
 using Result = rproxy::ChunkedDecoder::Result;
 
-namespace {
+using rproxy::test::printable;
 
-std::string esc(std::string_view s) {
-  std::string out;
-  for (unsigned char c : s) {
-    switch (c) {
-      case '\r': out += "\\r"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\\': out += "\\\\"; break;
-      default:
-        if (c < 0x20 || c >= 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\x%02x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out;
-}
+namespace {
 
 std::string name(Result r) {
   switch (r) {
@@ -129,7 +111,7 @@ Outcome run(std::string_view input, const std::vector<std::size_t>& cuts) {
 // expect: Done with body and end offset, NeedMore (ran out), or Error.
 void check_chunked(std::string_view input, Result expect, std::string_view body = {},
                    std::size_t end = std::string::npos) {
-  INFO("chunked input: \"" << esc(input) << "\"");
+  INFO("chunked input: \"" << printable(input) << "\"");
   if (expect == Result::Done && end == std::string::npos) end = input.size();
 
   std::vector<std::pair<std::string, std::vector<std::size_t>>> plans;

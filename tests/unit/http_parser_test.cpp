@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "rproxy/http_parser.hpp"
+#include "support/test_bytes.hpp"
 
 using namespace std::literals;
 using rproxy::BodyFraming;
@@ -22,36 +23,11 @@ using rproxy::ParseLimits;
 using rproxy::ParseStatus;
 using Kind = rproxy::BodyFraming::Kind;
 
+using rproxy::test::printable;
+
 namespace {
 
 constexpr int kOk = 0;  // "expect Complete" in the tables below
-
-// Printable rendering of raw bytes for INFO/CAPTURE output.
-std::string esc(std::string_view s, std::size_t max = 300) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (i == max) {
-      out += "...(" + std::to_string(s.size()) + " bytes)";
-      break;
-    }
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    switch (c) {
-      case '\r': out += "\\r"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\\': out += "\\\\"; break;
-      default:
-        if (c < 0x20 || c >= 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\x%02x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out;
-}
 
 const char* status_name(ParseStatus s) {
   switch (s) {
@@ -106,7 +82,7 @@ Result check_split(std::string_view data, Parse parse, std::size_t stride = 1) {
 
 rproxy::RequestParseResult check_request(std::string_view data, int expect, const ParseLimits& limits = {},
                                          std::size_t stride = 1) {
-  INFO("request: \"" << esc(data) << "\"");
+  INFO("request: \"" << printable(data) << "\"");
   auto parse = [&](std::string_view d) { return rproxy::parse_request_head(d, limits); };
   auto r = check_split<rproxy::RequestParseResult>(data, parse, stride);
   INFO("got: " << verdict(r.status, r.error_status) << " (" << r.error << ")");
@@ -118,7 +94,7 @@ rproxy::RequestParseResult check_request(std::string_view data, int expect, cons
 
 // Same, but any of the listed statuses is acceptable (only where the brief explicitly allows it).
 void check_request_any(std::string_view data, std::initializer_list<int> allowed) {
-  INFO("request: \"" << esc(data) << "\"");
+  INFO("request: \"" << printable(data) << "\"");
   auto parse = [&](std::string_view d) { return rproxy::parse_request_head(d); };
   auto r = check_split<rproxy::RequestParseResult>(data, parse);
   bool ok = false;
@@ -129,7 +105,7 @@ void check_request_any(std::string_view data, std::initializer_list<int> allowed
 }
 
 rproxy::ResponseParseResult check_response(std::string_view data, int expect, const ParseLimits& limits = {}) {
-  INFO("response: \"" << esc(data) << "\"");
+  INFO("response: \"" << printable(data) << "\"");
   auto parse = [&](std::string_view d) { return rproxy::parse_response_head(d, limits); };
   auto r = check_split<rproxy::ResponseParseResult>(data, parse);
   INFO("got: " << verdict(r.status, r.error_status) << " (" << r.error << ")");
@@ -306,7 +282,7 @@ TEST_CASE("parser: consumed stops at the head and later bytes are untouched") {
   SUBCASE("incomplete heads stay Incomplete") {
     for (std::string in : {""s, "G"s, "GET / HTTP/1.1"s, "GET / HTTP/1.1\r\n"s, "GET / HTTP/1.1\r\nHost: a"s,
                            "GET / HTTP/1.1\r\nHost: a\r\n"s, "GET / HTTP/1.1\r\nHost: a\r\n\r"s}) {
-      INFO("\"" << esc(in) << "\"");
+      INFO("\"" << printable(in) << "\"");
       auto r = rproxy::parse_request_head(in);
       CHECK(std::string(status_name(r.status)) == "Incomplete");
     }
@@ -411,7 +387,7 @@ TEST_CASE("parser: invalid Content-Length is rejected (row 4)") {
       "3;",
   };
   for (const auto& v : bad) {
-    CAPTURE(esc(v));
+    CAPTURE(printable(v));
     check_request(post11("Host: a\r\nContent-Length: " + v + "\r\n"), 400);
     // Same on a GET (no body expected, still must not be ignored).
     check_request(get11("Host: a\r\nContent-Length: " + v + "\r\n"), 400);
@@ -941,7 +917,7 @@ TEST_CASE("parser: NUL or bare CR in a response is rejected or replaced") {
                                       {"HTTP/1.1 200 OK\r\nX-A: a\rb\r\n\r\n"s, false},
                                       {"HTTP/1.1 200 O\x00K\r\nX-A: b\r\n\r\n"s, true},
                                       {"HTTP/1.1 200 OK\rX-A: b\r\n\r\n"s, true}}) {
-    INFO("response: \"" << esc(c.in) << "\"");
+    INFO("response: \"" << printable(c.in) << "\"");
     auto r = rproxy::parse_response_head(c.in);
     INFO(verdict(r.status, r.error_status));
     if (r.status == ParseStatus::Complete) {
@@ -1008,7 +984,7 @@ TEST_CASE("parser: response framing") {
       {"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n", "GET", Kind::None, 0},
   };
   for (const auto& c : cases) {
-    INFO("response: \"" << esc(c.head) << "\" to " << c.method);
+    INFO("response: \"" << printable(c.head) << "\" to " << c.method);
     auto r = rproxy::parse_response_head(c.head);
     REQUIRE(r.status == ParseStatus::Complete);
     std::string err;
@@ -1049,7 +1025,7 @@ TEST_CASE("parser: conflicting response framing is an error (row 36)") {
       "HTTP/1.1 200 OK\r\nTransfer-Encoding: xchunked\r\n\r\n",
   };
   for (const auto& h : bad) {
-    INFO("response: \"" << esc(h) << "\"");
+    INFO("response: \"" << printable(h) << "\"");
     auto r = rproxy::parse_response_head(h);
     if (r.status == ParseStatus::Error) {
       // Rejecting at parse time is also fine, as long as it is 502.
@@ -1070,7 +1046,7 @@ TEST_CASE("parser: is_token and is_valid_field_value helpers") {
   CHECK_FALSE(rproxy::is_token(""));
   for (std::string bad : {"a b", "a:b", "a\tb", "a,b", "a;b", "\"a\"", "a(b", "a/b", "a@b", "a\x7f", "a\x01",
                           "caf\xc3\xa9", "a\nb", "a\rb"}) {
-    CAPTURE(esc(bad));
+    CAPTURE(printable(bad));
     CHECK_FALSE(rproxy::is_token(bad));
   }
   CHECK_FALSE(rproxy::is_token("a\0b"sv));
@@ -1080,7 +1056,7 @@ TEST_CASE("parser: is_token and is_valid_field_value helpers") {
   CHECK(rproxy::is_valid_field_value("a\tb  c"));
   CHECK(rproxy::is_valid_field_value("caf\xc3\xa9"));
   for (std::string bad : {"a\rb", "a\nb", "a\x01", "a\x7f" "b", "\x0b" "chunked", "a\x1f"}) {
-    CAPTURE(esc(bad));
+    CAPTURE(printable(bad));
     CHECK_FALSE(rproxy::is_valid_field_value(bad));
   }
   CHECK_FALSE(rproxy::is_valid_field_value("a\0b"sv));
