@@ -27,6 +27,7 @@ class Headers {
   Headers(std::initializer_list<Header> init) : fields_(init) {}
 
   void add(std::string name, std::string value) { fields_.push_back({std::move(name), std::move(value)}); }
+  void reserve(std::size_t n) { fields_.reserve(n); }
   // set replaces every field called name with one field (appended where the first one was, or at the end).
   void set(std::string_view name, std::string value);
   // remove drops every field called name and returns how many there were.

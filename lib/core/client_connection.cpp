@@ -1358,7 +1358,8 @@ struct ClientConnection::Impl {
       resp.headers.set("Content-Length", std::to_string(resp_framing.length));
     else if (!saved_cl.empty() && (ex.request.method == "HEAD" || resp.status == 304))
       resp.headers.set("Content-Length", saved_cl);
-    ex.response = resp;
+    const int upstream_status = resp.status;
+    ex.response = std::move(resp);  // the stages' copy; the one sent is copied from it after them
     std::optional<LocalResponse> replace;
     if (!co_await run_response_stages(stages, ran, ex, body, replace)) {
       drop_upstream();
@@ -1373,14 +1374,14 @@ struct ClientConnection::Impl {
       bool keep = co_await write_local_after_stages(ex, *replace, keep_alive, status, bytes_out);
       co_return finish(keep);
     }
-    if (ex.response->status != resp.status) {
+    if (ex.response->status != upstream_status) {
       // The body framing was decided from the upstream's status; a stage may not turn a response with a
       // body into a bodiless one (or back), which would desynchronise the client connection.
       auto bodyless = [&](int st) { return ex.request.method == "HEAD" || st < 200 || st == 204 || st == 304; };
-      if (bodyless(ex.response->status) != bodyless(resp.status)) {
+      if (bodyless(ex.response->status) != bodyless(upstream_status)) {
         drop_upstream();
         error_code = cause::kStageFailed;
-        log_line("rproxy: a response stage changed status " + std::to_string(resp.status) + " to " +
+        log_line("rproxy: a response stage changed status " + std::to_string(upstream_status) + " to " +
                  std::to_string(ex.response->status) + ", which changes the body framing");
         auto err = error_response(500, cause::kStageFailed, "a response stage changed the body framing");
         bool keep = co_await write_local_after_stages(ex, err, false, status, bytes_out);

@@ -60,10 +60,17 @@ std::string Headers::joined(std::string_view name) const {
 }
 
 bool Headers::has_token(std::string_view name, std::string_view token) const {
+  // Asked several times per exchange (Connection, Upgrade): walks the list in place, no allocation.
   for (const auto& h : fields_) {
     if (!iequals(h.name, name)) continue;
-    for (auto t : split_list(h.value))
-      if (iequals(t, token)) return true;
+    std::string_view value = h.value;
+    while (true) {
+      auto comma = value.find(',');
+      auto item = trim(value.substr(0, comma));
+      if (!item.empty() && iequals(item, token)) return true;
+      if (comma == std::string_view::npos) break;
+      value.remove_prefix(comma + 1);
+    }
   }
   return false;
 }
@@ -134,6 +141,12 @@ std::string_view reason_phrase(int status) {
 }
 
 namespace {
+std::size_t fields_size(const Headers& headers) {
+  std::size_t n = 2;
+  for (const auto& h : headers) n += h.name.size() + h.value.size() + 4;
+  return n;
+}
+
 void append_fields(std::string& out, const Headers& headers) {
   for (const auto& h : headers) {
     out += h.name;
@@ -147,7 +160,7 @@ void append_fields(std::string& out, const Headers& headers) {
 
 std::string serialize(const RequestHead& head) {
   std::string out;
-  out.reserve(256);
+  out.reserve(head.method.size() + head.target.size() + 11 + fields_size(head.headers));
   out += head.method;
   out += ' ';
   out += head.target;
@@ -158,7 +171,7 @@ std::string serialize(const RequestHead& head) {
 
 std::string serialize(const ResponseHead& head) {
   std::string out;
-  out.reserve(256);
+  out.reserve(15 + head.reason.size() + fields_size(head.headers));
   out += head.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
   out += std::to_string(head.status);
   out += ' ';

@@ -167,6 +167,8 @@ void scan_head(std::string_view data, const ParseLimits& limits, int error_statu
       fail(r, error_status == 400 ? 431 : error_status, "too many header fields");
       return;
     }
+    // Most heads have fewer fields than this: one allocation instead of five doublings.
+    if (fields == 1) r.head.headers.reserve(16);
     if (auto err = parse_field_line(line, r.head.headers); !err.empty()) {
       fail(r, error_status, err);
       return;

@@ -1,5 +1,6 @@
 #include "core/proxy_headers.hpp"
 
+#include <algorithm>
 #include <array>
 #include <string_view>
 
@@ -27,8 +28,35 @@ void strip_connection_options(Headers& headers) {
 }
 
 void remove_hop_by_hop(Headers& headers) {
-  strip_connection_options(headers);
-  for (auto n : kHopByHop) headers.remove(n);
+  // Every message passes through here twice: one pass over the fields, not one per hop-by-hop name.
+  // The fields Connection names are hop-by-hop too (RFC 9110 §7.6.1). Their names are copied first:
+  // remove_if moves fields while it runs.
+  auto& fields = headers.fields();
+  std::string listed;
+  for (const auto& h : fields) {
+    if (!iequals(h.name, "Connection")) continue;
+    if (!listed.empty()) listed += ',';
+    listed += h.value;
+  }
+  auto named_by_connection = [&](std::string_view name) {
+    std::string_view rest = listed;
+    while (!rest.empty()) {
+      auto comma = rest.find(',');
+      auto token = rest.substr(0, comma);
+      while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+      while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+      if (iequals(token, name) && !iequals(token, "Host")) return true;
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+    return false;
+  };
+  auto hop = [&](const Header& h) {
+    return std::any_of(kHopByHop.begin(), kHopByHop.end(),
+                       [&](std::string_view n) { return n.size() == h.name.size() && iequals(n, h.name); }) ||
+           (!listed.empty() && named_by_connection(h.name));
+  };
+  fields.erase(std::remove_if(fields.begin(), fields.end(), hop), fields.end());
 }
 
 std::string host_header_value(const Url& url) {

@@ -8,6 +8,7 @@
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/use_awaitable.hpp>
+#include <array>
 #include <asio/write.hpp>
 #include <cerrno>
 
@@ -212,6 +213,11 @@ asio::awaitable<std::error_code> Stream::write(const asio::const_buffer* buffers
     std::error_code ec;
     if (count == 1) {
       std::tie(ec, std::ignore) = co_await asio::async_write(sock_, buffers[0], use_nothrow);
+    } else if (count <= 4) {
+      // A fixed array (empty buffers are skipped): no allocation for the usual head + body (+ chunk framing).
+      std::array<asio::const_buffer, 4> v{};
+      std::copy(buffers, buffers + count, v.begin());
+      std::tie(ec, std::ignore) = co_await asio::async_write(sock_, v, use_nothrow);
     } else {
       std::vector<asio::const_buffer> v(buffers, buffers + count);
       std::tie(ec, std::ignore) = co_await asio::async_write(sock_, v, use_nothrow);

@@ -230,28 +230,57 @@ void RecordStage::on_start() {
 }
 
 void RecordStage::writer_loop() {
+  // The recording on disk is rewritten whole (temp file + rename) so it is always a complete document.
+  // The interactions are kept rendered, so a save costs the write; while exchanges complete back to back,
+  // saves are spaced to at least twice the last save's time, so the writer takes at most a third of a core
+  // and the file lags by at most about that long. After a quiet moment a completed exchange is saved at once.
+  using Clock = std::chrono::steady_clock;
   std::unique_lock lock(mutex_);
+  store::RenderedCassette rendered;
+  for (const auto& it : cassette_.interactions) rendered.append(it);
+  cassette_.interactions.clear();  // from here on only the rendered text is kept
+  Clock::time_point next_save{};
+  std::vector<store::Interaction> batch;
   while (true) {
     cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
     if (queue_.empty() && stopping_) return;
-    while (!queue_.empty()) {
-      auto it = std::move(queue_.front());
-      queue_.pop_front();
-      it.id = next_id_++;
-      cassette_.interactions.push_back(std::move(it));
-      ++recorded_;
+    if (!stopping_ && Clock::now() < next_save) {
+      cv_.wait_until(lock, next_save, [this] { return stopping_; });
     }
-    auto snapshot = cassette_;
+    batch.clear();
+    while (!queue_.empty()) {
+      batch.push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    saving_ = batch.size();
     lock.unlock();
+    std::string error;
+    std::size_t appended = 0;
+    for (auto& it : batch) {
+      try {
+        store::check_body_files(path_, it, "interaction " + std::to_string(next_id_));
+        it.id = next_id_;
+        rendered.append(it);
+        ++next_id_;
+        ++appended;
+      } catch (const std::exception& e) {
+        error = e.what();
+        log_line(std::string("rproxy: exchange not recorded: ") + e.what());
+      }
+    }
     try {
-      store::save_cassette(path_, snapshot);
+      auto t0 = Clock::now();
+      store::save_cassette_text(path_, rendered.text());
+      auto t1 = Clock::now();
+      next_save = t1 + 2 * (t1 - t0);
     } catch (const std::exception& e) {
+      error = e.what();
       log_line(std::string("rproxy: recording not saved: ") + e.what());
-      lock.lock();
-      write_error_ = e.what();
-      continue;
     }
     lock.lock();
+    saving_ = 0;
+    recorded_ += appended;
+    if (!error.empty()) write_error_ = error;
   }
 }
 
@@ -269,7 +298,7 @@ json RecordStage::report() const {
   std::lock_guard lock(mutex_);
   static const char* kModes[] = {"once", "new", "all"};
   json out = {{"type", "record"},      {"out", path_.json_file},   {"mode", kModes[static_cast<int>(mode_)]},
-              {"recorded", recorded_}, {"pending", queue_.size()}, {"not_recorded", not_recorded_}};
+              {"recorded", recorded_}, {"pending", queue_.size() + saving_}, {"not_recorded", not_recorded_}};
   if (!write_error_.empty()) out["write_error"] = write_error_;
   if (replayer_) out["replay"] = replayer_->verdict();
   return out;

@@ -69,6 +69,7 @@ class RecordStage : public Stage {
   bool started_ = false;
   std::thread writer_;
   std::uint64_t recorded_ = 0;
+  std::size_t saving_ = 0;  // taken from queue_, being written
   std::uint64_t next_id_ = 1;
   std::map<std::string, std::uint64_t> not_recorded_;
   std::string write_error_;

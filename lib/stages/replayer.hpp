@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "rproxy/stage.hpp"
@@ -56,14 +57,15 @@ class Replayer {
   store::Cassette cassette_;
   store::CassettePath path_;
   ReplaySettings settings_;
-  std::map<std::string, std::vector<std::size_t>> by_key_;  // request key -> interaction indexes in order
+  // The index: request key -> interaction indexes in recorded order (one hash lookup per request).
+  std::unordered_map<std::string, std::vector<std::size_t>> by_key_;
   mutable std::mutex mutex_;
-  std::map<std::string, std::map<std::string, std::size_t>> next_;  // session -> key -> answers used
+  std::unordered_map<std::string, std::unordered_map<std::string, std::size_t>> next_;  // session -> key -> used
   std::vector<bool> used_;
   std::uint64_t hits_ = 0;
   std::uint64_t highest_used_ = 0;  // for out-of-order detection: recording ids should be answered ascending
   nlohmann::json misses_ = nlohmann::json::array();
-  nlohmann::json out_of_order_ = nlohmann::json::array();
+  nlohmann::json out_of_order_ = nlohmann::json::array();  // the first ones listed, the rest counted
 };
 
 // parse_replay_settings reads the shared params ("match", "redact", "miss_status", "after_last",

@@ -852,35 +852,71 @@ CassettePath resolve_cassette_path(const std::string& path) {
   return out;
 }
 
+namespace {
+ojson interaction_to_json(const Interaction& it) {
+  ojson o = ojson::object();
+  o["id"] = it.id;
+  ojson req = ojson::object();
+  req["method"] = text_or_bytes(it.method);
+  req["target"] = text_or_bytes(it.target);
+  req["headers"] = headers_to_json(it.request_headers);
+  req["body"] = body_to_json(it.request_body);
+  o["request"] = std::move(req);
+  ojson resp = ojson::object();
+  resp["status"] = it.status;
+  resp["reason"] = text_or_bytes(it.reason);
+  resp["headers"] = headers_to_json(it.response_headers);
+  resp["body"] = body_to_json(it.response_body);
+  if (!it.chunks.empty()) {
+    ojson chunks = ojson::array();
+    for (const auto& ch : it.chunks) chunks.push_back(ojson::array({ch.at_ms, ch.size}));
+    resp["chunks"] = std::move(chunks);
+  }
+  o["response"] = std::move(resp);
+  if (it.duration_ms) o["duration_ms"] = *it.duration_ms;
+  return o;
+}
+
+// The canonical document is `{"rproxy_cassette": V, "interactions": [...]}` dumped with an indent of 2;
+// an interaction's own dump, each line indented by 4, is exactly its text inside that document.
+std::string render_element(const Interaction& it) {
+  std::string one = interaction_to_json(it).dump(2);
+  std::string out;
+  out.reserve(one.size() + one.size() / 8 + 8);
+  out += "    ";
+  for (char ch : one) {
+    out += ch;
+    if (ch == '\n') out += "    ";
+  }
+  return out;
+}
+}  // namespace
+
 nlohmann::ordered_json cassette_to_json(const Cassette& c) {
   ojson doc = ojson::object();
   doc["rproxy_cassette"] = kCassetteVersion;
   ojson interactions = ojson::array();
-  for (const auto& it : c.interactions) {
-    ojson o = ojson::object();
-    o["id"] = it.id;
-    ojson req = ojson::object();
-    req["method"] = text_or_bytes(it.method);
-    req["target"] = text_or_bytes(it.target);
-    req["headers"] = headers_to_json(it.request_headers);
-    req["body"] = body_to_json(it.request_body);
-    o["request"] = std::move(req);
-    ojson resp = ojson::object();
-    resp["status"] = it.status;
-    resp["reason"] = text_or_bytes(it.reason);
-    resp["headers"] = headers_to_json(it.response_headers);
-    resp["body"] = body_to_json(it.response_body);
-    if (!it.chunks.empty()) {
-      ojson chunks = ojson::array();
-      for (const auto& ch : it.chunks) chunks.push_back(ojson::array({ch.at_ms, ch.size}));
-      resp["chunks"] = std::move(chunks);
-    }
-    o["response"] = std::move(resp);
-    if (it.duration_ms) o["duration_ms"] = *it.duration_ms;
-    interactions.push_back(std::move(o));
-  }
+  for (const auto& it : c.interactions) interactions.push_back(interaction_to_json(it));
   doc["interactions"] = std::move(interactions);
   return doc;
+}
+
+void RenderedCassette::append(const Interaction& it) {
+  if (count_ > 0) items_ += ",\n";
+  items_ += render_element(it);
+  ++count_;
+}
+
+std::string RenderedCassette::text() const {
+  std::string head = "{\n  \"rproxy_cassette\": " + std::to_string(kCassetteVersion) + ",\n  \"interactions\": ";
+  if (count_ == 0) return head + "[]\n}\n";
+  std::string out;
+  out.reserve(head.size() + items_.size() + 16);
+  out += head;
+  out += "[\n";
+  out += items_;
+  out += "\n  ]\n}\n";
+  return out;
 }
 
 Cassette cassette_from_json(const nlohmann::json& doc) {
@@ -958,13 +994,22 @@ Cassette load_cassette(const CassettePath& path) {
   return c;
 }
 
-void save_cassette(const CassettePath& path, const Cassette& c) {
-  std::string text = render_cassette(c);
-  for_each_body(c, [&](const Body& b, const std::string& p) {
-    if (!b.file.empty() && !regular_file_of_size(body_file_path(b, path.bodies_dir), b.size)) {
-      fail(path.json_file + ": " + p + ".file", "body file is not in " + path.bodies_dir);
+void check_body_files(const CassettePath& path, const Interaction& it, const std::string& where) {
+  for (const auto* b : {&it.request_body, &it.response_body}) {
+    if (!b->file.empty() && !regular_file_of_size(body_file_path(*b, path.bodies_dir), b->size)) {
+      fail(path.json_file + ": " + where + (b == &it.request_body ? ".request.body" : ".response.body") + ".file",
+           "body file is not in " + path.bodies_dir);
     }
-  });
+  }
+}
+
+void save_cassette(const CassettePath& path, const Cassette& c) {
+  for (std::size_t i = 0; i < c.interactions.size(); ++i)
+    check_body_files(path, c.interactions[i], element("interactions", i));
+  save_cassette_text(path, render_cassette(c));
+}
+
+void save_cassette_text(const CassettePath& path, const std::string& text) {
   std::string dir = parent_dir(path.json_file);
   ensure_dir(dir);
   if (path.directory_form) ensure_dir(path.bodies_dir);

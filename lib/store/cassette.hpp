@@ -95,10 +95,28 @@ Cassette cassette_from_json(const nlohmann::json& doc);
 // render_cassette is the canonical text of the document (what is written to disk).
 std::string render_cassette(const Cassette& c);
 
+// RenderedCassette is the canonical text of a growing recording, kept rendered: appending renders only the
+// new interaction, so saving a recording of N exchanges costs the write, not N renderings.
+// text() == render_cassette(a cassette of the same interactions).
+class RenderedCassette {
+ public:
+  void append(const Interaction& it);
+  std::string text() const;
+  std::size_t count() const { return count_; }
+
+ private:
+  std::string items_;  // the rendered interactions, joined by ",\n"
+  std::size_t count_ = 0;
+};
+
 // load_cassette reads a cassette (ConfigError-style messages in std::runtime_error: file, JSON path).
 Cassette load_cassette(const CassettePath& path);
 // save_cassette writes the JSON atomically (temp file + rename); bodies must already be in bodies_dir.
 void save_cassette(const CassettePath& path, const Cassette& c);
+// save_cassette_text writes already rendered text the same way (temp file, fsync, rename).
+void save_cassette_text(const CassettePath& path, const std::string& text);
+// check_body_files throws, naming `where` (a JSON path), when a body of `it` is not in bodies_dir.
+void check_body_files(const CassettePath& path, const Interaction& it, const std::string& where);
 
 // make_body builds a Body from bytes: inline text or base64 under the limit, else written to bodies_dir
 // as <sha256> (if not already there) and referenced. content_encoding fills `decoded` when it can.

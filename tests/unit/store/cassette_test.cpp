@@ -163,6 +163,22 @@ TEST_CASE("cassette: render is canonical, ordered and ends with a newline") {
   CHECK(render_cassette(c) == render_cassette(c));
 }
 
+TEST_CASE("cassette: a RenderedCassette grown one interaction at a time renders the canonical text") {
+  RenderedCassette r;
+  Cassette c;
+  CHECK(r.text() == render_cassette(c));
+  Interaction streamed = sample(2);
+  streamed.chunks = {{0, 120}, {35, 80}};
+  streamed.duration_ms = 12.5;
+  streamed.response_body.decoded = "plain\nwith a newline";
+  for (const auto& it : {sample(1), streamed, sample(3)}) {
+    r.append(it);
+    c.interactions.push_back(it);
+    CHECK(r.count() == c.interactions.size());
+    CHECK(r.text() == render_cassette(c));
+  }
+}
+
 TEST_CASE("cassette: optional keys appear in their fixed places") {
   Interaction it = sample(7);
   it.chunks = {{0, 120}, {35, 80}};
