@@ -414,6 +414,7 @@ void setup_ca(CLI::App& app, CliState& state) {
   ca->require_subcommand(1);
   ca->footer(
       "Examples:\n"
+      "  rproxy ca info\n"
       "  curl --cacert \"$(rproxy ca path)\" https://localhost:8443/\n"
       "  eval \"$(rproxy ca env)\"\n"
       "  sudo rproxy ca trust\n");

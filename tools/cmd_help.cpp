@@ -36,7 +36,9 @@ void setup_help(CLI::App& app, CliState& state) {
       }
       target = next;
     }
-    std::cout << target->help(parent);
+    // The formatter directly: App::help() would describe the selected subcommand, which is `help` itself.
+    const std::string name = target == &app ? app.get_name() : parent + " " + target->get_name();
+    std::cout << target->get_formatter()->make_help(target, name, CLI::AppFormatMode::Normal);
     state.exit_code = kExitOk;
   });
 }
