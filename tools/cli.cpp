@@ -53,8 +53,16 @@ int run_cli(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    // One clear line naming the flag; exit code 2 for every usage error.
-    std::cerr << "rproxy: error: " << e.what() << "\n";
+    // One clear line naming the flag; exit code 2 for every usage error. CLI11 reports an unknown first
+    // word as "A subcommand is required", which hides the typo: name it instead.
+    const std::string first = argc > 1 ? argv[1] : "";
+    bool known = false;
+    for (const auto* sub : app.get_subcommands([](const CLI::App*) { return true; }))
+      known = known || sub->get_name() == first;
+    if (!first.empty() && !known)
+      std::cerr << "rproxy: error: unknown command or flag '" << first << "'\n";
+    else
+      std::cerr << "rproxy: error: " << e.what() << "\n";
     std::cerr << "Run 'rproxy --help' or 'rproxy <command> --help' for usage.\n";
     return kExitUsage;
   }
