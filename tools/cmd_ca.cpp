@@ -412,12 +412,20 @@ void setup_ca(CLI::App& app, CliState& state) {
   auto* ca = app.add_subcommand(
       "ca", "The local CA behind `serve --tls`: print its paths, export it to a shell, trust it system-wide");
   ca->require_subcommand(1);
+  ca->footer(
+      "Examples:\n"
+      "  rproxy ca info\n"
+      "  curl --cacert \"$(rproxy ca path)\" https://localhost:8443/\n"
+      "  eval \"$(rproxy ca env)\"\n"
+      "  sudo rproxy ca trust\n");
   const std::string dir_help =
       "data directory of the CA (default: $RPROXY_DATA_DIR, $XDG_DATA_HOME/rproxy or ~/.local/share/rproxy)";
   auto add = [&](const char* name, const char* help, int (*run)(const CaFlags&, CliState&)) {
     auto flags = std::make_shared<CaFlags>();
     auto* cmd = ca->add_subcommand(name, help);
-    cmd->add_option("--dir", flags->dir, dir_help);
+    cmd->add_option("--dir", flags->dir, dir_help)->type_name("DIR");
+    cmd->footer(std::string("Examples:\n  rproxy ca ") + name + "\n  rproxy ca " + name +
+                " --dir /tmp/rproxy-ca\n");
     cmd->callback([flags, run, &state] { state.exit_code = run(*flags, state); });
     return std::make_pair(cmd, flags);
   };

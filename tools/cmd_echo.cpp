@@ -143,6 +143,12 @@ void setup_echo(CLI::App& app, CliState& state) {
       ->capture_default_str();
   cmd->add_option("--sse-interval", flags->sse_interval, "time between events, e.g. 100ms (query: interval=)")
       ->capture_default_str();
+  cmd->footer(
+      "Query parameters override the defaults per request: delay=, status=, size=, sse=, interval=.\n"
+      "Examples:\n"
+      "  rproxy echo --listen 127.0.0.1:3000 --name a\n"
+      "  rproxy echo --listen 127.0.0.1:3001 --delay 250ms --status 503\n"
+      "  curl 'http://127.0.0.1:3000/any/path?status=404&delay=1s'\n");
   cmd->callback([flags, &state] { state.exit_code = run_echo(*flags); });
 }
 

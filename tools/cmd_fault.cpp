@@ -274,7 +274,8 @@ void setup_fault(CLI::App& app, CliState& state) {
       "SIZE/DELAY[@P%]");
   sub->add_option("--per", flags->per, "Unit a probability applies to: request (default) or connection [per]")
       ->check(CLI::IsMember({"request", "connection"}))
-      ->type_name("UNIT");
+      ->type_name("UNIT")
+      ->default_str("request");
   opt("--match-path", flags->match_path, "Fault only paths matching this glob, e.g. '/api/*' [match.path]",
       "GLOB");
   sub->add_option("--match-method", flags->match_method, "Fault only this method (repeatable) [match.method]")

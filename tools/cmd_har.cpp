@@ -13,11 +13,20 @@ namespace rproxy::cli {
 void setup_har(CLI::App& app, CliState& state) {
   auto* har = app.add_subcommand("har", "Convert recordings to and from HAR 1.2");
   har->require_subcommand(1);
+  har->footer(
+      "Examples:\n"
+      "  rproxy har export recording.json recording.har\n"
+      "  rproxy har import session.har recording.json\n"
+      "  rproxy replay session.har      (a .har file also replays directly)\n");
   auto in = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
   auto* exp = har->add_subcommand("export", "Write a cassette as HAR 1.2 (to FILE, or stdout)");
   exp->add_option("CASSETTE", *in, "Cassette file or directory")->required();
   exp->add_option("FILE", *out, "HAR file to write (default: stdout)");
+  exp->footer(
+      "Examples:\n"
+      "  rproxy har export recording.json recording.har\n"
+      "  rproxy har export recording/ | jq '.log.entries | length'\n");
   exp->callback([in, out, &state] {
     try {
       store::CassettePath path;
@@ -45,6 +54,10 @@ void setup_har(CLI::App& app, CliState& state) {
   imp->add_option("HAR", *hin, "HAR 1.2 file")->required()->check(CLI::ExistingFile);
   imp->add_option("CASSETTE", *hout, "Cassette to write (.json file, or a directory ending in /)")
       ->required();
+  imp->footer(
+      "Examples:\n"
+      "  rproxy har import session.har recording.json\n"
+      "  rproxy har import session.har recording/\n");
   imp->callback([hin, hout, &state] {
     try {
       std::ifstream f(*hin, std::ios::binary);

@@ -56,7 +56,8 @@ struct CassetteFlags {
     sub.add_option("--after-last", after_last,
                    "error|repeat_last: after the last recorded answer [after_last]")
         ->check(CLI::IsMember({"error", "repeat_last"}))
-        ->type_name("WHAT");
+        ->type_name("WHAT")
+        ->default_str("error");
     sub.add_option(
            "--session-header", session_header,
            "Keep separate answer sequences per value of this header (parallel test workers) [session_header]")
@@ -65,7 +66,8 @@ struct CassetteFlags {
                    "instant|recorded: answer at once, or with the recorded duration and chunk timing (a "
                    "recording made with --timing) [pace]")
         ->check(CLI::IsMember({"instant", "recorded"}))
-        ->type_name("PACE");
+        ->type_name("PACE")
+        ->default_str("instant");
     sub.add_option("--pace-scale", pace_scale,
                    "Multiply recorded times, e.g. 0.5 for twice as fast [pace_scale]")
         ->check(CLI::Range(0.0, 100.0))
@@ -121,7 +123,8 @@ void setup_record(CLI::App& app, CliState& state) {
          "once: record unless a recording exists, else replay it; new: replay and record what is new; "
          "all: record afresh [mode]")
       ->check(CLI::IsMember({"once", "new", "all"}))
-      ->type_name("MODE");
+      ->type_name("MODE")
+      ->capture_default_str();
   sub->add_flag("--timing", *timing,
                 "Keep durations and chunk timing (off: files carry no wall-clock values) [timing]");
   cassette->add_to(*sub);

@@ -29,6 +29,12 @@ void setup_run(CLI::App& app, CliState& state) {
                   "On exit, write the summary (per route and variant: requests, status classes, p50/p99, bytes) "
                   "as JSON")
       ->type_name("FILE");
+  sub->footer(
+      "The scenario format is described in rproxy-scenario(5); scenarios/ has examples.\n"
+      "Examples:\n"
+      "  rproxy run scenarios/basic.json\n"
+      "  rproxy run scenario.json --watch --report report.json\n"
+      "  rproxy run scenario.json --print-scenario\n");
   sub->callback([flags, &state] {
     auto build = [&] {
       auto scenario = load_scenario(flags->file);
@@ -43,6 +49,11 @@ void setup_validate(CLI::App& app, CliState& state) {
   auto file = std::make_shared<std::string>();
   auto* sub = app.add_subcommand("validate", "Check a scenario file; print every problem with its JSON path");
   sub->add_option("FILE", *file, "Scenario JSON")->required()->check(CLI::ExistingFile);
+  sub->footer(
+      "Exit status 0 when the file is valid, 2 with one line per problem (JSON path: message) otherwise.\n"
+      "Examples:\n"
+      "  rproxy validate scenarios/basic.json\n"
+      "  rproxy validate scenario.json && rproxy run scenario.json\n");
   sub->callback([file, &state] {
     try {
       auto s = load_scenario(*file);

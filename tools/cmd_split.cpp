@@ -135,7 +135,9 @@ void setup_split(CLI::App& app, CliState& state) {
       ->type_name("W,W,...");
   sub->add_option("--sticky", flags->sticky,
                   "none|cookie|ip|header:NAME|query:NAME: what keeps a client on its variant [sticky]")
-      ->type_name("MODE");
+      ->type_name("MODE")
+      ->check(values_hint({"none", "cookie", "ip", "header:NAME", "query:NAME"}))
+      ->default_str("none");
   sub->add_option("--cookie", flags->cookie, "Name of the sticky cookie, default rproxy_split [cookie]")
       ->type_name("NAME");
   sub->add_flag("--no-override", flags->no_override,

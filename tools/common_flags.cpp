@@ -1,5 +1,7 @@
 #include "common_flags.hpp"
 
+#include "cli.hpp"
+
 #include "stages/rate_limit.hpp"
 
 
@@ -17,9 +19,10 @@ void CommonFlags::add_to(CLI::App& sub) {
   sub.add_option("--route", routes, "PREFIX=URL[,URL...]: send a path prefix to upstreams (repeatable) [routes[]]")
       ->type_name("PREFIX=URL")->allow_extra_args(false);
   sub.add_option("--balance", balance, "round_robin|least_conn|random|weighted [routes[].balance]")
-      ->check(CLI::IsMember({"round_robin", "least_conn", "random", "weighted"}))->type_name("POLICY");
+      ->check(CLI::IsMember({"round_robin", "least_conn", "random", "weighted"}))->type_name("POLICY")
+      ->default_str("round_robin");  // shown in --help only: an unset flag leaves the scenario's value
   sub.add_option("--host-header", host_header, "preserve|upstream: Host sent upstream [routes[].host_header]")
-      ->check(CLI::IsMember({"preserve", "upstream"}))->type_name("MODE");
+      ->check(CLI::IsMember({"preserve", "upstream"}))->type_name("MODE")->default_str("preserve");
   sub.add_flag("--strip-prefix", strip_prefix, "Remove the --route prefix before forwarding [routes[].strip_prefix]");
   sub.add_option("--connect-timeout", connect_timeout, "Upstream connect timeout, default 5s [routes[].connect_timeout]")
       ->type_name("DURATION");
@@ -42,10 +45,11 @@ void CommonFlags::add_to(CLI::App& sub) {
   sub.add_option("--underscore-headers", underscore_headers,
                  "Request fields named with _ : drop (default), reject (400) or allow [limits.underscore_headers]")
       ->check(CLI::IsMember({"drop", "reject", "allow"}))
-      ->type_name("MODE");
+      ->type_name("MODE")
+      ->default_str("drop");
   sub.add_option("--access-log", access_log, "Access log file, or - for stderr [access_log.path]")->type_name("FILE|-");
   sub.add_option("--log-format", log_format, "text|json [access_log.format]")
-      ->check(CLI::IsMember({"text", "json"}))->type_name("FORMAT");
+      ->check(CLI::IsMember({"text", "json"}))->type_name("FORMAT")->default_str("text");
   sub.add_option("--seed", seed, "Seed for every random choice, default 1 [seed]")->type_name("N");
   sub.add_option("--workers", workers, "Event loops, 0 = one per core [workers]")->type_name("N");
   sub.add_option("--report", report, "Write a JSON report of what every stage saw on exit [report]")
@@ -93,7 +97,8 @@ void CommonFlags::add_to(CLI::App& sub) {
   sub.add_option("--retry-on", retry_on,
                  "What is retried: connect, reset, timeout, 5xx or a status like 503 (repeatable), default connect "
                  "and reset [routes[].retries.on]")
-      ->type_name("COND")->allow_extra_args(false);
+      ->type_name("COND")->allow_extra_args(false)
+      ->check(values_hint({"connect", "reset", "timeout", "5xx"}));
   sub.add_option("--hold", hold,
                  "While every upstream is down, hold idempotent requests up to this long (a dev server "
                  "restarting) instead of failing at once [routes[].hold]")
@@ -105,7 +110,9 @@ void CommonFlags::add_to(CLI::App& sub) {
   sub.add_option("--rate-limit-burst", rate_limit_burst, "Requests a client may send ahead of the rate, default 0")
       ->type_name("N");
   sub.add_option("--rate-limit-key", rate_limit_key, "ip (default), header:NAME, route or global")
-      ->type_name("KEY");
+      ->type_name("KEY")
+      ->check(values_hint({"ip", "header:NAME", "route", "global"}))
+      ->default_str("ip");
   sub.add_flag("--compress", compress,
                "Compress text-like responses with brotli or gzip for clients that accept it, as they stream "
                "[stages: compress]");
