@@ -8,6 +8,7 @@ Subcommands (all used by run.sh; none needs anything beyond the Python standard 
   prime URL N                 GET /1k, /1m and /r/0 .. /r/N-1 from URL on one keep-alive connection
   count-interactions DIR N    exit 0 if the cassette in DIR holds exactly N interactions
   scale-summary FILE.json     one line describing a bench/scale.py result
+  settle SECONDS PID...       wait (at most SECONDS) until the processes and their children are idle
   meta OUT.json               build the run description from BENCH_* environment variables
   report --runs TSV --scale TSV --meta JSON --json OUT.json --md OUT.md
                               parse every wrk output listed in TSV and every scale.py result,
@@ -140,6 +141,50 @@ def cmd_scale_summary(path):
     with open(path) as f:
         print(scale_line(json.load(f)))
     return 0
+
+
+def _cpu_ticks(pids):
+    """utime + stime of the processes and all their descendants, in clock ticks."""
+    import os
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo, seen = 0, list(pids), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+        todo.extend(children.get(pid, []))
+    return total
+
+
+def cmd_settle(seconds, pids):
+    """Exit 0 once the processes used under 5% of a core over 250 ms; 1 if they never did."""
+    import os
+    tick = os.sysconf("SC_CLK_TCK")
+    deadline = time.monotonic() + seconds
+    before = _cpu_ticks(pids)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = _cpu_ticks(pids)
+        if (now - before) / tick <= 0.05 * 0.25:
+            return 0
+        before = now
+    return 1
 
 
 def _lines(path):
@@ -578,6 +623,8 @@ def main():
         return cmd_count_interactions(rest[0], int(rest[1]))
     if cmd == "scale-summary":
         return cmd_scale_summary(rest[0])
+    if cmd == "settle":
+        return cmd_settle(float(rest[0]), [int(p) for p in rest[1:] if p])
     if cmd == "report":
         ap = argparse.ArgumentParser(prog="benchlib.py report")
         ap.add_argument("--runs", required=True)

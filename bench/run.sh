@@ -19,6 +19,8 @@ Usage: bench/run.sh [--rproxy PATH] [--rounds N] [--duration SECONDS] [--smoke] 
   --smoke            1 round of 2 s: checks that the harness works; numbers are not meaningful
   --out DIR          where <timestamp>.json/.md (and <timestamp>-logs/) go (default bench/results)
   --no-install       never apt-get install missing tools (peers that are missing are skipped)
+  --workloads LIST   only these wrk workloads (comma-separated ids, e.g. ka-1k-c50,lat-1k-r1k)
+  --no-scale         skip the scale.py measurements (idle connections, 1 GiB streams, SSE)
 
 Environment: WRK_THREADS (default 1), WRK_TIMEOUT (default 5s).
 Exit status: 0 if every proxy answered every run and the table was written; 1 otherwise;
@@ -32,6 +34,8 @@ DURATION=10
 SMOKE=0
 OUT="$REPO_ROOT/bench/results"
 ALLOW_INSTALL=1
+ONLY_WORKLOADS=""
+RUN_SCALE=1
 ROUNDS_SET=0
 DURATION_SET=0
 WRK_THREADS=${WRK_THREADS:-1}
@@ -49,6 +53,9 @@ while [[ $# -gt 0 ]]; do
     --out) OUT=${2:?--out needs a directory}; shift 2 ;;
     --out=*) OUT=${1#*=}; shift ;;
     --no-install) ALLOW_INSTALL=0; shift ;;
+    --workloads) ONLY_WORKLOADS=${2:?--workloads needs a list}; shift 2 ;;
+    --workloads=*) ONLY_WORKLOADS=${1#*=}; shift ;;
+    --no-scale) RUN_SCALE=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -263,8 +270,19 @@ EOF
     location / { }
     # 10,000 distinct URLs for the replay workload, all the 1 KiB file
     location /r/ { try_files /1k =404; }
-    # an upload sink: nginx reads and discards the body, then answers
-    location /sink { client_max_body_size 0; return 200 "ok\n"; }
+    # an upload sink that reads the whole body before it answers (a bare `return` answers first and
+    # discards the body afterwards, which stalls keep-alive clients that send the next request at once):
+    # the body is read (in memory up to 16 MiB) and a bodiless GET of /1k is answered by this same nginx
+    location /sink {
+      client_max_body_size 0;
+      client_body_buffer_size 16m;
+      proxy_pass http://127.0.0.1:$P_UP/1k;
+      proxy_method GET;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
     # the SSE generator (bench/scale.py sse-upstream), unbuffered
     location /sse {
       proxy_pass http://127.0.0.1:$P_SSE;
@@ -461,6 +479,13 @@ up-10m-c4	/sink	4	$WRK_THREADS	upload.lua	-	$UPLOAD_BYTES	keep-alive POSTs of 10
 lat-1k-r1k	/1k	10	$WRK_THREADS	paced.lua	-	0	10 connections, each pausing 10 ms between GETs (about 1,000 req/s): the latency a proxy adds at moderate load; compare p50/p99 with direct
 replay-10k-c50	/r/	50	$WRK_THREADS	replay.lua	-	0	keep-alive GETs spread at random over $REPLAY_EXCHANGES distinct URLs: rproxy-replay answers from its index of a recording with that many exchanges, rproxy serve proxies them
 EOF
+if [[ -n $ONLY_WORKLOADS ]]; then
+  for w in ${ONLY_WORKLOADS//,/ }; do
+    grep -q "^$w"$'\t' "$WORKLOADS" || { echo "run.sh: unknown workload: $w (see bench/README.md)" >&2; exit 2; }
+  done
+  awk -F'\t' -v only=",$ONLY_WORKLOADS," 'index(only, "," $1 ",")' "$WORKLOADS" >"$WORKLOADS.only"
+  mv "$WORKLOADS.only" "$WORKLOADS"
+fi
 mapfile -t WL_LINES <"$WORKLOADS"
 
 # runs_on WORKLOAD TARGET: which targets each workload is measured on (stage rows show one stage's cost;
@@ -545,6 +570,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
       errs=$(grep -E 'Socket errors|Non-2xx|unable to' "$raw" | tr '\n' ' ' || true)
       log "[$n/$total] round $round $wid $t: $summary${errs:+  !! $errs}"
       alive "${PROC[$t]}" || note_death "$t" "during round $round $wid"
+      # A proxy may still be busy after wrk stops (mitmproxy drains its backlog, a recorder saves): the
+      # next target must not share the CPU with it.
+      python3 "$LIB" settle 15 "$(pid_of "${PROC[$t]}")" "$(pid_of upstream)" || log "$t was still busy 15 s after its run"
       sleep "$GAP"
     done
   done
@@ -554,7 +582,7 @@ done
 # Memory with many idle connections, 1 GiB each way, SSE fan-out: one target at a time, the others idle.
 SCALE_RUNS="$WORK/scale.tsv"; : >"$SCALE_RUNS"
 SCALE_TARGETS=()
-for t in direct nginx haproxy rproxy; do
+[[ $RUN_SCALE == 1 ]] && for t in direct nginx haproxy rproxy; do
   [[ " ${TARGETS[*]} " == *" $t "* ]] && SCALE_TARGETS+=("$t")
 done
 scale_run() {  # MODE TARGET ARGS...: one scale.py measurement, its JSON kept in raw/
@@ -583,7 +611,9 @@ for t in "${SCALE_TARGETS[@]}"; do
     --download-path /big --upload-path /sink
   sleep "$GAP"
 done
-if alive sse-upstream; then
+if [[ ${#SCALE_TARGETS[@]} == 0 ]]; then
+  :
+elif alive sse-upstream; then
   for t in "${SCALE_TARGETS[@]}"; do
     scale_run sse "$t" --url "$(base_url "$t")/sse" --clients "$SSE_CLIENTS" --seconds "$SSE_SECONDS" --interval-ms "$SSE_INTERVAL_MS" \
       --pid "$(pid_of "${PROC[$t]}")"
